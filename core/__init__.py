@@ -1,0 +1,1 @@
+"""Shared foundation of rlgen: config, runs, checkpoints, nets, optimizers, replay, sampling, CLI."""

@@ -1,0 +1,1 @@
+"""Environment factories: Atari through ale-py's vector env, Gymnasium classic control."""

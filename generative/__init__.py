@@ -1,0 +1,1 @@
+"""Generative models of images and their data and metrics."""
