@@ -8,6 +8,13 @@ from core.errors import UserError
 
 T = TypeVar("T")
 
+_REGISTRIES: list["Registry"] = []
+
+
+def all_registries() -> list["Registry"]:
+    """Every registry created so far, in creation order (for `rlgen list`)."""
+    return list(_REGISTRIES)
+
 
 def closest_names(name: str, valid: list[str], count: int = 3) -> list[str]:
     """The valid names that look most like a misspelt one, best first."""
@@ -27,6 +34,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        _REGISTRIES.append(self)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that files a class or function under `name`."""

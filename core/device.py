@@ -1,0 +1,77 @@
+"""Device choice, seeding and the RNG states a checkpoint carries, so a resumed run draws the same numbers."""
+from __future__ import annotations
+
+import os
+import random
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks the GPU when there is one; `cuda:N` must name a GPU that exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not match:
+        raise UserError(f"device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise UserError(f"device: {name!r} asked for, but torch sees no CUDA GPU (use device=auto or cpu)")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"device: {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device("cuda", index)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all GPUs too); environments take the seed separately."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Switch torch's deterministic algorithms on or off (cuBLAS needs its workspace setting for it)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch and CUDA generator states, as tensors and primitives (weights_only-loadable)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"], numpy["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,103 @@
+"""The run directory: runs/<experiment>/<YYYYmmdd-HHMMSS>/ with config, events, checkpoints, log, summary."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from core.checkpoint import CheckpointManager
+from core.config import config_to_yaml, load_config
+from core.errors import UserError
+from core.tensorboard import TensorBoardLog
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "log.txt"
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file and rename it, so readers never see half a file."""
+    temp = path.with_name(f".{path.name}.partial")
+    with open(temp, "w", encoding="utf-8") as stream:
+        json.dump(_json_safe(data), stream, indent=2, sort_keys=True)
+        stream.write("\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temp, path)
+
+
+def _json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Non-finite floats become strings ('nan', 'inf'): strict JSON has no NaN."""
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+
+
+class Run:
+    """One run's folder and what writes into it: TensorBoard, checkpoints, log.txt, summary.json."""
+
+    def __init__(self, directory: Path, config: Any) -> None:
+        self.directory = directory
+        self.config = config
+        self.tb = TensorBoardLog(directory)
+        self.checkpoints = CheckpointManager(directory / "checkpoints", keep=config.run.keep_checkpoints)
+        self._log_handler: logging.Handler | None = None
+
+    @classmethod
+    def create(cls, config: Any) -> "Run":
+        """Make a new run folder and write the resolved config into it."""
+        parent = Path(config.run.root) / config.name
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        directory = parent / stamp
+        suffix = 1
+        parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                directory.mkdir()
+                break
+            except FileExistsError:
+                directory = parent / f"{stamp}-{suffix}"
+                suffix += 1
+        (directory / "checkpoints").mkdir()
+        (directory / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
+        return cls(directory, config)
+
+    @classmethod
+    def open(cls, directory: Path, schema_for: Callable[[str], type]) -> "Run":
+        """An existing run, with the config it was started with."""
+        if not (directory / CONFIG_FILE).is_file():
+            raise UserError(f"{directory}: not a run directory (no {CONFIG_FILE})")
+        return cls(directory, load_config(directory / CONFIG_FILE, [], schema_for))
+
+    def start_log_file(self) -> None:
+        """Copy everything rlgen logs into log.txt, appending across resumes."""
+        handler = logging.FileHandler(self.directory / LOG_FILE, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+        self._log_handler = handler
+
+    def read_summary(self) -> dict[str, Any]:
+        path = self.directory / SUMMARY_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def write_summary(self, metrics: Mapping[str, Any]) -> None:
+        """Merge `metrics` (keyed by TensorBoard tag) into summary.json, atomically."""
+        write_json_atomic(self.directory / SUMMARY_FILE, {**self.read_summary(), **metrics})
+
+    def close(self) -> None:
+        self.tb.close()
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+    def discard(self) -> None:
+        """Remove a run that failed before it started, so no empty run folder is left behind."""
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        parent = self.directory.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()

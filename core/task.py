@@ -1,0 +1,70 @@
+"""What a trainable experiment must provide so the driver can train, checkpoint, resume and evaluate it.
+
+A task (the classifier, the DQN, the VAE, ...) owns its models, data and optimizers and knows how
+to take one step; everything around the steps (run folder, logging cadence, checkpoints, signals,
+progress, summary) is the driver's, written once in `core/driver.py`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from core.config import ExperimentConfig
+from core.registry import Registry
+from core.run import Run
+
+
+class Task(ABC):
+    """Base class of everything `task: <name>` can pick in an experiment file."""
+
+    Config: ClassVar[type[ExperimentConfig]]
+    # Tags shown beside the hyperparameters in TensorBoard's HPARAMS tab.
+    summary_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, run: Run, device: torch.device) -> None:
+        self.config = config
+        self.run = run
+        self.device = device
+        self.step = 0
+
+    @property
+    @abstractmethod
+    def total_steps(self) -> int:
+        """Steps the run trains for, in the task's own unit (updates, env steps, ...)."""
+
+    @abstractmethod
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """Advance `self.step` by one step's worth and return its figures as device tensors.
+
+        The driver averages them between log points and writes them under their tags, so no
+        figure is read off the device every step.
+        """
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Evaluation metrics keyed by tag (`eval/...`) at the current step."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, optimizer state, counters, buffers, generators."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    def progress_figures(self) -> dict[str, float]:
+        """Extra numbers for the progress line (e.g. the last episode's score)."""
+        return {}
+
+    def close(self) -> None:
+        """Release environments, threads and the like."""
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def schema_for(task_name: str) -> type[ExperimentConfig]:
+    """The config dataclass of a registered task."""
+    return TASKS.get(task_name).Config

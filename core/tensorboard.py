@@ -1,0 +1,119 @@
+"""TensorBoard output of a run: tagged scalars, images, hyperparameters, and trimming for resume.
+
+All tags belong to one of the families in `TAG_FAMILIES`, so every run reads the same way in the UI.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto import event_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+TAG_FAMILIES = ("charts/", "losses/", "eval/", "perf/", "samples/")
+
+_TRIM_TEMP = ".trim-in-progress"
+
+
+def check_tag(tag: str) -> str:
+    """Return `tag`, or raise ValueError when it is outside the run's tag families."""
+    if not tag.startswith(TAG_FAMILIES):
+        raise ValueError(f"TensorBoard tag {tag!r} must start with one of {', '.join(TAG_FAMILIES)}")
+    return tag
+
+
+class TensorBoardLog:
+    """A SummaryWriter opened on first use, with the tag families enforced."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._writer: Optional[SummaryWriter] = None
+
+    @property
+    def writer(self) -> SummaryWriter:
+        if self._writer is None:
+            self._writer = SummaryWriter(log_dir=str(self.directory), flush_secs=30)
+        return self._writer
+
+    def scalar(self, tag: str, value: float | torch.Tensor, step: int) -> None:
+        """One point of a curve; a tensor is read off the device here, at log time only."""
+        self.writer.add_scalar(check_tag(tag), float(value), step)
+
+    def scalars(self, values: Mapping[str, float | torch.Tensor], step: int) -> None:
+        for tag, value in values.items():
+            self.scalar(tag, value, step)
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """A (C, H, W) image with values in [0, 1]."""
+        self.writer.add_image(check_tag(tag), image.detach().float().clamp(0, 1).cpu(), step)
+
+    def histogram(self, tag: str, values: torch.Tensor, step: int, bins: str | int = "auto") -> None:
+        self.writer.add_histogram(check_tag(tag), values.detach().float().cpu(), step, bins=bins)
+
+    def video(self, tag: str, frames: torch.Tensor, step: int, fps: int = 15) -> None:
+        """(N, T, C, H, W) uint8 or float frames; needs the `video` extra (moviepy)."""
+        self.writer.add_video(check_tag(tag), frames.cpu(), step, fps=fps)
+
+    def hparams_start(self, hparams: Mapping[str, Any], metric_tags: list[str]) -> None:
+        """Record the hyperparameters in this same run (not a sub-run), with the metrics to show beside them.
+
+        The HPARAMS tab reads each metric's value from this run's scalars of the same tag.
+        """
+        experiment, session_start, _ = hparams_summaries(dict(hparams), {tag: 0.0 for tag in metric_tags})
+        self.writer.file_writer.add_summary(experiment)
+        self.writer.file_writer.add_summary(session_start)
+
+    def hparams_end(self) -> None:
+        """Mark the session finished in the HPARAMS tab."""
+        _, _, session_end = hparams_summaries({"_": 0}, {})
+        self.writer.file_writer.add_summary(session_end)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def event_files(directory: Path) -> list[Path]:
+    """The run's TensorBoard event files (not those of sub-folders)."""
+    return sorted(p for p in directory.glob("events.out.tfevents.*") if p.is_file())
+
+
+def trim_events_after(directory: Path, last_step: int) -> int:
+    """Drop every summary logged at a step after `last_step`, so a resumed run logs each step once.
+
+    A run killed after its last checkpoint has logged steps the resumed run will log again; they
+    are removed here. Each file is rewritten to a temporary name (that TensorBoard ignores) and
+    renamed over the original. Returns the number of events removed.
+    """
+    removed = 0
+    for path in event_files(directory):
+        kept: list[bytes] = []
+        dropped = 0
+        for record in RawEventFileLoader(str(path)).Load():
+            event = event_pb2.Event.FromString(record)
+            if event.HasField("summary") and event.step > last_step:
+                dropped += 1
+            else:
+                kept.append(record)
+        if dropped == 0:
+            continue
+        removed += dropped
+        temp = path.with_name(_TRIM_TEMP)
+        with open(temp, "wb") as stream:
+            writer = RecordWriter(stream)
+            for record in kept:
+                writer.write(record)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    return removed
