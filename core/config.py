@@ -41,6 +41,7 @@ class ExperimentConfig:
     seed: int = 1  # seeds python, numpy, torch and the environments
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch's deterministic algorithms (slower, bit-reproducible)
+    threads: int = 0  # CPU threads for torch's operators; 0 = torch's default (one per core)
     run: RunConfig = field(default_factory=RunConfig)
 
 

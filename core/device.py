@@ -40,8 +40,19 @@ def set_deterministic(enabled: bool) -> None:
     """Switch torch's deterministic algorithms on or off (cuBLAS needs its workspace setting for it)."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled)
+    # Only touch the switch when it changes: switching imports torch's compiler stack (seconds).
+    if enabled != torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = not enabled
+
+
+def set_threads(count: int) -> None:
+    """CPU threads for torch's operators; 0 keeps torch's default. Tiny models run fastest on one
+    thread: on a busy machine, waking a second thread for every small operator costs more than it saves."""
+    if count < 0:
+        raise UserError(f"threads must be >= 0, got {count}")
+    if count:
+        torch.set_num_threads(count)
 
 
 def rng_state() -> dict[str, Any]:

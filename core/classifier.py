@@ -1,0 +1,163 @@
+"""Supervised classification task: XOR here, and any dataset or model other packages register.
+
+XOR is the pipeline's smallest end-to-end experiment: a single-layer perceptron cannot solve it,
+a two-layer MLP can (Rumelhart, Hinton & Williams 1986), and it trains in a second on a CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import ExperimentConfig, RunConfig
+from core.nets import MLP, init_weights
+from core.optim import OptimConfig, Optimizer
+from core.registry import Registry
+from core.run import Run
+from core.task import TASKS, Task
+
+
+@dataclass
+class ClassifierDataConfig:
+    """Which dataset to classify."""
+
+    name: str = "xor"  # registered dataset (`rlgen list` shows them)
+    root: Optional[str] = None  # folder with the dataset's files, for datasets read from disk
+
+
+@dataclass
+class ClassifierModelConfig:
+    """The classifier network; defaults are Rumelhart et al.'s 2-2-1 sigmoid XOR net (two logits here)."""
+
+    name: str = "mlp"  # registered classifier network
+    hidden: List[int] = field(default_factory=lambda: [2])  # hidden layer widths
+    activation: str = "sigmoid"  # hidden activation (see core.nets.ACTIVATIONS)
+    layer_norm: bool = False  # layer norm after each hidden linear layer
+    init: str = "default"  # weight initialisation scheme (see core.nets.init_weights)
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """How long and on what batches to train."""
+
+    steps: int = 2000  # optimizer updates
+    batch_size: int = 0  # examples per update; 0 = the whole training set
+    eval_batch_size: int = 10000  # examples per forward pass when evaluating
+
+
+@dataclass
+class ClassifierConfig(ExperimentConfig):
+    """A classifier experiment: data, network, optimizer and training length."""
+
+    task: str = "classifier"
+    data: ClassifierDataConfig = field(default_factory=ClassifierDataConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.5, momentum=0.9))
+    train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(log_every=50, eval_every=500, checkpoint_every=500))
+
+
+class ClassificationData(NamedTuple):
+    """A labelled dataset held on the training device."""
+
+    train_inputs: torch.Tensor
+    train_labels: torch.Tensor
+    test_inputs: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+
+
+DATASETS: Registry[Callable[[ClassifierDataConfig, torch.device], ClassificationData]] = Registry("dataset")
+MODELS: Registry[Callable[[ClassifierModelConfig, tuple[int, ...], int], nn.Module]] = Registry("classifier model")
+
+
+@DATASETS.register("xor")
+def xor_data(config: ClassifierDataConfig, device: torch.device) -> ClassificationData:
+    """The four XOR points; the test set is the same four points (there are no others)."""
+    inputs = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], device=device)
+    labels = torch.tensor([0, 1, 1, 0], device=device)
+    return ClassificationData(inputs, labels, inputs, labels, num_classes=2)
+
+
+@MODELS.register("mlp")
+def mlp_classifier(config: ClassifierModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """An MLP over the flattened input, one logit per class."""
+    features = 1
+    for size in input_shape:
+        features *= size
+    net = MLP(features, config.hidden, num_classes, activation=config.activation, layer_norm=config.layer_norm)
+    return nn.Sequential(nn.Flatten(), net)
+
+
+@TASKS.register("classifier")
+class ClassifierTask(Task):
+    """Cross-entropy training of a classifier on minibatches drawn from a device-side permutation."""
+
+    Config = ClassifierConfig
+    summary_metrics = ("eval/accuracy", "eval/loss")
+
+    def __init__(self, config: ClassifierConfig, run: Run, device: torch.device) -> None:
+        super().__init__(config, run, device)
+        self.data = DATASETS.get(config.data.name)(config.data, device)
+        input_shape = tuple(self.data.train_inputs.shape[1:])
+        model = MODELS.get(config.model.name)(config.model, input_shape, self.data.num_classes)
+        self.model = init_weights(model, config.model.init).to(device)
+        self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=config.train.steps)
+        size = len(self.data.train_labels)
+        self.batch_size = min(config.train.batch_size or size, size)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.order = torch.randperm(size, generator=self.generator, device=device)
+        self.cursor = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.steps
+
+    def _next_indices(self) -> torch.Tensor:
+        if self.cursor + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.order), generator=self.generator, device=self.device)
+            self.cursor = 0
+        indices = self.order[self.cursor : self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return indices
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        indices = self._next_indices()
+        logits = self.model(self.data.train_inputs[indices])
+        loss = F.cross_entropy(logits, self.data.train_labels[indices])
+        grad_norm = self.optimizer.step(loss)
+        self.step += 1
+        return {"losses/cross_entropy": loss.detach(), "charts/grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        inputs, labels = self.data.test_inputs, self.data.test_labels
+        for start in range(0, len(labels), self.config.train.eval_batch_size):
+            end = start + self.config.train.eval_batch_size
+            logits = self.model(inputs[start:end])
+            loss_sum += F.cross_entropy(logits, labels[start:end], reduction="sum")
+            correct += (logits.argmax(dim=1) == labels[start:end]).sum()
+        self.model.train()
+        return {"eval/accuracy": float(correct) / len(labels), "eval/loss": float(loss_sum) / len(labels)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "cursor": self.cursor,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.order = state["order"].to(self.device)
+        self.cursor = state["cursor"]

@@ -1,0 +1,166 @@
+"""`rlgen run | resume | eval | list`: the front door. User mistakes end with one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from core.config import load_config
+from core.driver import Driver, build_task, evaluate_run
+from core.errors import UserError
+from core.nets import ACTIVATIONS, INIT_SCHEMES
+from core.optim import OPTIMIZERS, SCHEDULES
+from core.progress import TqdmLogHandler
+from core.registry import all_registries
+from core.run import Run
+from core.task import TASKS, schema_for
+
+log = logging.getLogger("rlgen")
+
+# Importing these packages fills the registries (tasks, datasets, models, env kinds).
+COMPONENT_PACKAGES = ("core.classifier", "agents", "envs", "generative")
+
+EXIT_USER_ERROR = 2
+
+
+def _load_components() -> None:
+    for name in COMPONENT_PACKAGES:
+        importlib.import_module(name)
+
+
+def experiments_folder() -> Path:
+    """`experiments/` in the current folder, else the one beside the installed packages (a source checkout)."""
+    here = Path("experiments")
+    return here if here.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
+
+
+def find_experiment(name: str) -> Path:
+    """A path to a YAML file, or the name of one in the experiments folder (`xor_mlp`)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    candidate = experiments_folder() / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise UserError(f"{name}: no such experiment file (`rlgen list` shows the experiments)")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    config = load_config(find_experiment(args.experiment), args.overrides, schema_for)
+    run = Run.create(config)
+    try:
+        task = build_task(run)
+    except BaseException:
+        run.discard()
+        raise
+    return _train(run, task, fresh=True)
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    run = Run.open(Path(args.run_dir), schema_for)
+    task = build_task(run)
+    driver = Driver(run, task)
+    try:
+        restored = driver.restore()
+    except BaseException:
+        task.close()
+        raise
+    return _train(run, task, fresh=not restored, driver=driver)
+
+
+def _train(run: Run, task, fresh: bool, driver: Optional[Driver] = None) -> int:
+    run.start_log_file()
+    driver = driver or Driver(run, task)
+    log.info("run %s (%s, task %s, device %s)", run.directory, run.config.name, run.config.task, task.device)
+    try:
+        complete = driver.train(fresh=fresh)
+    finally:
+        task.close()
+        run.close()
+    if complete:
+        summary = run.read_summary()
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        print(f"done: {run.directory}  (watch it with: tensorboard --logdir {run.directory})")
+    return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    directory = Path(args.run_dir)
+    run = Run.open(directory, schema_for)
+    if args.overrides:
+        run.config = load_config(directory / "config.yaml", args.overrides, schema_for)
+    result = evaluate_run(run)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    folder = experiments_folder()
+    print(f"experiments ({folder}):")
+    for path in sorted(folder.glob("*.yaml")):
+        print(f"  {path.stem}")
+    print("tasks: " + ", ".join(TASKS.names()))
+    for registry in all_registries():
+        if registry is not TASKS:
+            print(f"{registry.kind}s: " + ", ".join(registry.names()))
+    print("optimizers: " + ", ".join(OPTIMIZERS))
+    print("lr schedules: " + ", ".join(SCHEDULES))
+    print("activations: " + ", ".join(ACTIVATIONS))
+    print("init schemes: " + ", ".join(INIT_SCHEMES))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlgen", description="Train, resume and evaluate deep RL agents and generative models from YAML."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="start a new run of an experiment",
+                              description="Start a new run: runs/<experiment>/<timestamp>/.")
+    run.add_argument("experiment", help="experiment YAML file, or its name in experiments/")
+    run.add_argument("overrides", nargs="*", help="dotted overrides, YAML-typed: optim.lr=3e-4 seed=2")
+    run.set_defaults(handler=command_run)
+    resume = commands.add_parser("resume", help="continue a stopped or killed run from its newest good checkpoint",
+                                 description="Continue a run in the same folder from its newest good checkpoint.")
+    resume.add_argument("run_dir", help="the run folder (runs/<experiment>/<timestamp>)")
+    resume.set_defaults(handler=command_resume)
+    evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint",
+                                   description="Evaluate the newest checkpoint; writes eval.json and summary.json.")
+    evaluate.add_argument("run_dir", help="the run folder")
+    evaluate.add_argument("overrides", nargs="*", help="dotted overrides of evaluation settings")
+    evaluate.set_defaults(handler=command_eval)
+    listing = commands.add_parser("list", help="list experiments and registered components",
+                                  description="List the experiment files and every registered component.")
+    listing.set_defaults(handler=command_list)
+    return parser
+
+
+def _setup_logging() -> None:
+    handler = TqdmLogHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `rlgen` console script."""
+    _setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        _load_components()
+        return args.handler(args)
+    except UserError as error:
+        print(f"rlgen: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("rlgen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

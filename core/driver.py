@@ -1,0 +1,191 @@
+"""The driver around every task: steps it, logs, evaluates, checkpoints, stops cleanly, writes the summary.
+
+Order within a step N: the task steps, the figures of steps up to N are logged, an evaluation at N
+runs if due, TensorBoard is flushed, then checkpoint N is written. So every event at a step <= N is on
+disk before checkpoint N exists, and resuming from N drops only the events after N (the ones a killed
+run logged past its last checkpoint) before logging them again.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Any, Optional
+
+import torch
+
+from core.config import flatten_config
+from core.device import resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state, set_threads
+from core.errors import UserError
+from core.progress import Progress
+from core.run import Run, write_json_atomic
+from core.task import TASKS, Task
+from core.tensorboard import trim_events_after
+
+log = logging.getLogger("rlgen")
+
+CHECKPOINT_FORMAT = 1
+
+
+class StopRequest:
+    """While active, SIGINT/SIGTERM ask the run to stop after the current step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.info("%s received: finishing the current step, then checkpointing", signal.Signals(signum).name)
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of `every` lies in (before, after]: cadences work for any step size."""
+    return every > 0 and after // every > before // every
+
+
+def build_task(run: Run) -> Task:
+    """Seed everything, pick the device and construct the run's task."""
+    config = run.config
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    set_deterministic(config.deterministic)
+    set_threads(config.threads)
+    return TASKS.get(config.task)(config, run, device)
+
+
+def _short(tag: str) -> str:
+    return tag.split("/", 1)[-1]
+
+
+class Driver:
+    """Trains one task inside one run folder, fresh or resumed."""
+
+    def __init__(self, run: Run, task: Task) -> None:
+        self.run = run
+        self.task = task
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.elapsed_s = 0.0
+        self.saved_step = -1
+
+    def restore(self) -> bool:
+        """Load the newest good checkpoint, if any; drop TensorBoard events logged after it."""
+        loaded = self.run.checkpoints.load_latest()
+        if loaded is None:
+            trim_events_after(self.run.directory, -1)
+            return False
+        path, state = loaded
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path}: not an rlgen checkpoint of format {CHECKPOINT_FORMAT}")
+        self.task.load_state_dict(state["task"])
+        set_rng_state(state["rng"])
+        driver = state["driver"]
+        self.task.step = driver["step"]
+        self.last_train = dict(driver["last_train"])
+        self.last_eval = dict(driver["last_eval"])
+        self.elapsed_s = driver["elapsed_s"]
+        self.saved_step = self.task.step
+        removed = trim_events_after(self.run.directory, self.task.step)
+        log.info("resumed from %s at step %d%s", path.name, self.task.step,
+                 f" (dropped {removed} events logged after it)" if removed else "")
+        return True
+
+    def save(self) -> None:
+        self.run.tb.flush()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "task": self.task.state_dict(),
+            "rng": rng_state(),
+            "driver": {
+                "step": self.task.step,
+                "last_train": self.last_train,
+                "last_eval": self.last_eval,
+                "elapsed_s": self.elapsed_s,
+            },
+        }
+        self.run.checkpoints.save(self.task.step, state)
+        self.saved_step = self.task.step
+
+    def train(self, fresh: bool) -> bool:
+        """Train to the end or until a stop signal; True when the run is complete."""
+        task, tb, settings = self.task, self.run.tb, self.run.config.run
+        if fresh:
+            tb.hparams_start(flatten_config(self.run.config), list(task.summary_metrics))
+        total = task.total_steps
+        progress = Progress(total, task.step, settings.progress_every_s)
+        sums: dict[str, torch.Tensor | float] = {}
+        counts: dict[str, int] = {}
+        window_start, window_step = time.perf_counter(), task.step
+        session_start = time.perf_counter()
+        sps = 0.0
+        try:
+            with StopRequest() as stop:
+                while task.step < total and not stop.requested:
+                    before = task.step
+                    for tag, value in task.train_step().items():
+                        value = value.detach() if isinstance(value, torch.Tensor) else value
+                        sums[tag] = sums[tag] + value if tag in sums else value
+                        counts[tag] = counts.get(tag, 0) + 1
+                    step = task.step
+                    last = step >= total
+                    if crossed(before, step, settings.log_every) or last:
+                        now = time.perf_counter()
+                        sps = (step - window_step) / max(now - window_start, 1e-9)
+                        averages = {tag: float(sums[tag]) / counts[tag] for tag in sums}
+                        self.last_train.update(averages)
+                        tb.scalars({**averages, "perf/sps": sps}, step)
+                        sums, counts = {}, {}
+                        window_start, window_step = now, step
+                    if crossed(before, step, settings.eval_every) or last:
+                        self.last_eval = task.evaluate()
+                        tb.scalars(self.last_eval, step)
+                    if crossed(before, step, settings.checkpoint_every) or last:
+                        self.elapsed_s += time.perf_counter() - session_start
+                        session_start = time.perf_counter()
+                        self.save()
+                    figures = {_short(t): v for t, v in {**self.last_train, **self.last_eval}.items()}
+                    progress.update(step, {**figures, "sps": sps, **task.progress_figures()})
+                if self.saved_step != task.step:
+                    self.elapsed_s += time.perf_counter() - session_start
+                    self.save()
+        finally:
+            progress.close()
+        if task.step < total:
+            log.info("stopped at step %d of %d; checkpoint saved. Resume with: rlgen resume %s",
+                     task.step, total, self.run.directory)
+            return False
+        self.run.write_summary({**self.last_train, **self.last_eval, "perf/wall_time_s": self.elapsed_s})
+        tb.hparams_end()
+        return True
+
+
+def evaluate_run(run: Run) -> dict[str, Any]:
+    """Evaluate the newest good checkpoint; write eval.json and merge the metrics into summary.json."""
+    task = build_task(run)
+    try:
+        loaded = run.checkpoints.load_latest(map_location=task.device)
+        if loaded is None:
+            raise UserError(f"{run.directory}: no checkpoint to evaluate yet")
+        path, state = loaded
+        task.load_state_dict(state["task"])
+        task.step = state["driver"]["step"]
+        metrics = task.evaluate()
+    finally:
+        task.close()
+    result = {"step": task.step, "checkpoint": path.name, **metrics}
+    write_json_atomic(run.directory / "eval.json", result)
+    run.write_summary(metrics)
+    return result

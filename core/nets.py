@@ -1,0 +1,169 @@
+"""Network building blocks shared by the agents and the generative models."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from core.errors import UserError
+from core.registry import unknown_name_message
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name; leaky_relu uses slope 0.2 (DCGAN's)."""
+    if name not in ACTIVATIONS:
+        raise UserError(unknown_name_message("activation", name, list(ACTIVATIONS)))
+    return nn.LeakyReLU(0.2) if name == "leaky_relu" else ACTIVATIONS[name]()
+
+
+class MLP(nn.Sequential):
+    """Linear layers with an activation (and optional layer norm before it) after each hidden layer."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        activation: str = "relu",
+        layer_norm: bool = False,
+        output_activation: str = "identity",
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if layer_norm:
+                layers.append(nn.LayerNorm(size))
+            layers.append(make_activation(activation))
+            width = size
+        layers.append(nn.Linear(width, out_features))
+        if output_activation != "identity":
+            layers.append(make_activation(output_activation))
+        super().__init__(*layers)
+        self.out_features = out_features
+
+
+
+class NatureTorso(nn.Module):
+    """Mnih et al. (2015) convolutions: (B, 4, 84, 84) -> 512 features; uint8 input is scaled by 1/255 here,
+    so replay memories can keep frames as bytes."""
+
+    out_features = 512
+
+    def __init__(self, in_channels: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, self.out_features),
+            nn.ReLU(),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dtype == torch.uint8:
+            obs = obs.float() / 255.0
+        return self.layers(obs)
+
+
+class DuelingHead(nn.Module):
+    """Wang et al. (2016): separate value and advantage streams, Q = V + A - mean(A)."""
+
+    def __init__(self, in_features: int, num_actions: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        advantage = self.advantage(features)
+        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+class ConvEncoder28(nn.Module):
+    """28x28 images -> features: two stride-2 convolutions (28 -> 14 -> 7) and a linear layer."""
+
+    def __init__(self, out_features: int, channels: int = 1, activation: str = "relu") -> None:
+        super().__init__()
+        self.channels = channels
+        self.layers = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, stride=2, padding=1),
+            make_activation(activation),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),
+            make_activation(activation),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, out_features),
+        )
+        self.out_features = out_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, 28, 28) or flat (B, C*784) images."""
+        if images.dim() == 2:
+            images = images.view(-1, self.channels, 28, 28)
+        return self.layers(images)
+
+
+class ConvDecoder28(nn.Module):
+    """Features -> 28x28 outputs (logits or means, no output activation): the encoder's mirror image."""
+
+    def __init__(self, in_features: int, channels: int = 1, activation: str = "relu") -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(in_features, 64 * 7 * 7),
+            make_activation(activation),
+            nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            make_activation(activation),
+            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+INIT_SCHEMES = ("default", "orthogonal", "xavier_uniform", "kaiming_uniform", "kaiming_normal", "normal")
+
+
+def init_weights(module: nn.Module, scheme: str = "default", gain: float = 1.0, std: float = 0.02,
+                 bias: float = 0.0) -> nn.Module:
+    """Initialise every linear and (transposed) conv layer of `module` in place; returns `module`.
+
+    `default` keeps torch's initialisation; `normal` is N(0, std) as in DCGAN. Biases are set to `bias`
+    by every other scheme.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise UserError(unknown_name_message("init scheme", scheme, list(INIT_SCHEMES)))
+    if scheme == "default":
+        return module
+    for layer in module.modules():
+        if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+            continue
+        weight = layer.weight
+        if scheme == "orthogonal":
+            nn.init.orthogonal_(weight, gain=gain)
+        elif scheme == "xavier_uniform":
+            nn.init.xavier_uniform_(weight, gain=gain)
+        elif scheme == "kaiming_uniform":
+            nn.init.kaiming_uniform_(weight, nonlinearity="relu")
+        elif scheme == "kaiming_normal":
+            nn.init.kaiming_normal_(weight, nonlinearity="relu")
+        else:
+            nn.init.normal_(weight, 0.0, std)
+        if layer.bias is not None:
+            nn.init.constant_(layer.bias, bias)
+    return module

@@ -1,0 +1,136 @@
+"""The whole pipeline on XOR: run folder, TensorBoard, summary, and resume after SIGINT or SIGKILL ending
+with exactly the parameters of an uninterrupted run, each logged step once."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from core.classifier import ClassifierTask
+from core.cli import main
+from core.config import load_config
+from core.task import schema_for
+from core.tensorboard import event_files
+
+ROOT = Path(__file__).resolve().parents[2]
+XOR = ROOT / "experiments" / "xor_mlp.yaml"
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    return sorted((root / "xor_mlp").iterdir()) if (root / "xor_mlp").is_dir() else []
+
+
+def _steps_by_tag(run_dir: Path) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for path in event_files(run_dir):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if not value.tag.startswith("_hparams_"):
+                    steps.setdefault(value.tag, []).append(event.step)
+    return {tag: sorted(found) for tag, found in steps.items()}
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    newest = sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1]
+    return torch.load(newest, weights_only=True)["task"]["model"]
+
+
+def test_xor_run_end_to_end(tmp_path: Path) -> None:
+    assert main(["run", str(XOR), f"run.root={tmp_path}"]) == 0
+    [run_dir] = _run_dirs(tmp_path)
+    assert len(run_dir.name) == len("20261126-175300") and run_dir.name[8] == "-"
+    assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "checkpoints", "log.txt", "summary.json"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval/accuracy"] == 1.0
+    assert summary["eval/loss"] < 0.05
+    assert set(summary) >= {"losses/cross_entropy", "charts/grad_norm", "perf/wall_time_s"}
+    steps = _steps_by_tag(run_dir)
+    assert steps["losses/cross_entropy"] == list(range(10, 1001, 10))
+    assert steps["perf/sps"] == list(range(10, 1001, 10))
+    assert steps["eval/accuracy"] == list(range(100, 1001, 100))
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] != []
+    assert len(list((run_dir / "checkpoints").glob("step-*.pt"))) == 3  # keep_checkpoints
+    # The saved config is a complete experiment file: loading it gives the same config.
+    original = load_config(XOR, [f"run.root={tmp_path}"], schema_for)
+    assert load_config(run_dir / "config.yaml", [], schema_for) == original
+
+
+def _interrupting_train_step(stop_at: int, signum: int):
+    original = ClassifierTask.train_step
+
+    def train_step(self):
+        figures = original(self)
+        if self.step == stop_at:
+            os.kill(os.getpid(), signum)
+        return figures
+
+    return train_step
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_and_resume_equals_uninterrupted(tmp_path: Path, monkeypatch, capsys, signum: int) -> None:
+    overrides = ["train.batch_size=2", "train.steps=600", "run.checkpoint_every=200", "run.log_every=7"]
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'straight'}", *overrides]) == 0
+    [straight] = _run_dirs(tmp_path / "straight")
+
+    monkeypatch.setattr(ClassifierTask, "train_step", _interrupting_train_step(333, signum))
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'stopped'}", *overrides]) == 0
+    [stopped] = _run_dirs(tmp_path / "stopped")
+    assert "Resume with: rlgen resume" in capsys.readouterr().err
+    assert (stopped / "checkpoints" / "step-000000000333.pt").is_file()
+    assert not (stopped / "summary.json").exists()
+    monkeypatch.undo()
+
+    assert main(["resume", str(stopped)]) == 0
+    resumed, reference = _final_weights(stopped), _final_weights(straight)
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+    assert _steps_by_tag(stopped) == _steps_by_tag(straight)
+    loss_steps = _steps_by_tag(stopped)["losses/cross_entropy"]
+    assert len(loss_steps) == len(set(loss_steps))
+
+
+def _wait_for_checkpoint(run_root: Path, process: subprocess.Popen, timeout: float = 60.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run_dir in _run_dirs(run_root):
+            if list((run_dir / "checkpoints").glob("step-*.pt")):
+                return run_dir
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    overrides = ["train.batch_size=2", "train.steps=8000", "run.checkpoint_every=1000", "run.log_every=5",
+                 "run.eval_every=1000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "run", str(XOR), f"run.root={tmp_path / 'killed'}", *overrides],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    run_dir = _wait_for_checkpoint(tmp_path / "killed", process)
+    time.sleep(0.3)
+    process.kill()
+    process.wait()
+    assert not (run_dir / "summary.json").exists(), "killed too late: the run had finished"
+
+    result = subprocess.run([sys.executable, "-m", "core.cli", "resume", str(run_dir)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from step-" in result.stderr
+
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'straight'}", *overrides]) == 0
+    [straight] = _run_dirs(tmp_path / "straight")
+    resumed, reference = _final_weights(run_dir), _final_weights(straight)
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+    assert _steps_by_tag(run_dir) == _steps_by_tag(straight)
