@@ -165,8 +165,23 @@ def _annotation_at(schema: type, dotted: str) -> Any:
     return annotation
 
 
+def _reset_renamed_sections(config: DictConfig, data: dict, schema: type) -> None:
+    """A section whose `name` the data changes (an optimizer, a network) starts from its class's defaults:
+    arguments the task set for the old choice (RMSprop's alpha, say) mean nothing to the new one."""
+    types = _field_types(schema)
+    for key, value in data.items():
+        section = types.get(key)
+        if not (_is_dataclass_type(section) and isinstance(value, dict)):
+            continue
+        current = config[key]
+        if "name" in value and "name" in current and value["name"] != current["name"]:
+            config[key] = OmegaConf.structured(section)
+        _reset_renamed_sections(config[key], value, section)
+
+
 def _merge(config: DictConfig, data: dict, schema: type, source: str) -> DictConfig:
     _check_keys(data, schema, "", source)
+    _reset_renamed_sections(config, data, schema)
     try:
         return typing.cast(DictConfig, OmegaConf.merge(config, OmegaConf.create(data)))
     except OmegaConfBaseException as error:

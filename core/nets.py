@@ -1,7 +1,8 @@
 """Network building blocks shared by the agents and the generative models."""
 from __future__ import annotations
 
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -9,27 +10,28 @@ from torch import nn
 from core.errors import UserError
 from core.registry import unknown_name_message
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+# Factories rather than bare classes, so that every way of building "leaky_relu" gets DCGAN's 0.2 slope.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "elu": nn.ELU,
     "gelu": nn.GELU,
+    "leaky_relu": partial(nn.LeakyReLU, negative_slope=0.2),
     "silu": nn.SiLU,
-    "leaky_relu": nn.LeakyReLU,
     "identity": nn.Identity,
 }
 
 
 def make_activation(name: str) -> nn.Module:
-    """A fresh activation module by name; leaky_relu uses slope 0.2 (DCGAN's)."""
+    """A fresh activation module by name; a UserError listing the valid names for an unknown one."""
     if name not in ACTIVATIONS:
         raise UserError(unknown_name_message("activation", name, list(ACTIVATIONS)))
-    return nn.LeakyReLU(0.2) if name == "leaky_relu" else ACTIVATIONS[name]()
+    return ACTIVATIONS[name]()
 
 
 class MLP(nn.Sequential):
-    """Linear layers with an activation (and optional layer norm before it) after each hidden layer."""
+    """Linear layers on (B, in_features), each hidden one followed by [LayerNorm,] activation."""
 
     def __init__(
         self,
@@ -55,10 +57,9 @@ class MLP(nn.Sequential):
         self.out_features = out_features
 
 
-
 class NatureTorso(nn.Module):
-    """Mnih et al. (2015) convolutions: (B, 4, 84, 84) -> 512 features; uint8 input is scaled by 1/255 here,
-    so replay memories can keep frames as bytes."""
+    """Mnih et al. (2015) convolutions: (B, 4, 84, 84) -> 512 features. uint8 frames are scaled by
+    1/255 here, so replay memories can keep them as bytes; float input is used as it is."""
 
     out_features = 512
 
@@ -77,6 +78,7 @@ class NatureTorso(nn.Module):
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, C, 84, 84) frames, uint8 in [0, 255] or float in [0, 1] -> (B, 512)."""
         if obs.dtype == torch.uint8:
             obs = obs.float() / 255.0
         return self.layers(obs)
@@ -91,6 +93,7 @@ class DuelingHead(nn.Module):
         self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, in_features) -> (B, num_actions) Q-values."""
         advantage = self.advantage(features)
         return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
 
@@ -112,14 +115,14 @@ class ConvEncoder28(nn.Module):
         self.out_features = out_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, 28, 28) or flat (B, C*784) images."""
+        """(B, C, 28, 28) or flat (B, C*784) images -> (B, out_features)."""
         if images.dim() == 2:
-            images = images.view(-1, self.channels, 28, 28)
+            images = images.reshape(images.shape[0], self.channels, 28, 28)
         return self.layers(images)
 
 
 class ConvDecoder28(nn.Module):
-    """Features -> 28x28 outputs (logits or means, no output activation): the encoder's mirror image."""
+    """Features -> (B, C, 28, 28) raw outputs (logits or means, no output activation): the encoder's mirror."""
 
     def __init__(self, in_features: int, channels: int = 1, activation: str = "relu") -> None:
         super().__init__()
@@ -133,37 +136,40 @@ class ConvDecoder28(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, in_features) -> (B, C, 28, 28)."""
         return self.layers(features)
 
 
 INIT_SCHEMES = ("default", "orthogonal", "xavier_uniform", "kaiming_uniform", "kaiming_normal", "normal")
+_WEIGHTED_LAYERS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+)
 
 
 def init_weights(module: nn.Module, scheme: str = "default", gain: float = 1.0, std: float = 0.02,
                  bias: float = 0.0) -> nn.Module:
-    """Initialise every linear and (transposed) conv layer of `module` in place; returns `module`.
+    """Initialise every linear and (transposed) conv layer of `module` in place and return `module`.
 
-    `default` keeps torch's initialisation; `normal` is N(0, std) as in DCGAN. Biases are set to `bias`
-    by every other scheme.
+    `default` keeps torch's initialisation; every other scheme also sets biases to `bias`. `gain` is for
+    orthogonal and xavier_uniform, `std` for normal (DCGAN's N(0, 0.02)); kaiming assumes ReLU.
     """
     if scheme not in INIT_SCHEMES:
         raise UserError(unknown_name_message("init scheme", scheme, list(INIT_SCHEMES)))
     if scheme == "default":
         return module
     for layer in module.modules():
-        if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+        if not isinstance(layer, _WEIGHTED_LAYERS):
             continue
-        weight = layer.weight
         if scheme == "orthogonal":
-            nn.init.orthogonal_(weight, gain=gain)
+            nn.init.orthogonal_(layer.weight, gain=gain)
         elif scheme == "xavier_uniform":
-            nn.init.xavier_uniform_(weight, gain=gain)
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
         elif scheme == "kaiming_uniform":
-            nn.init.kaiming_uniform_(weight, nonlinearity="relu")
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
         elif scheme == "kaiming_normal":
-            nn.init.kaiming_normal_(weight, nonlinearity="relu")
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         else:
-            nn.init.normal_(weight, 0.0, std)
+            nn.init.normal_(layer.weight, 0.0, std)
         if layer.bias is not None:
             nn.init.constant_(layer.bias, bias)
     return module

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, List, Optional
 
@@ -26,10 +25,10 @@ class ScheduleConfig:
     """Learning-rate schedule over the run's optimizer steps, after an optional linear warm-up."""
 
     name: str = "constant"  # constant | linear | cosine | step
-    warmup_steps: int = 0  # steps of linear warm-up from warmup_start_factor * lr to lr
-    warmup_start_factor: float = 0.01  # LR at the first warm-up step, as a fraction of lr
-    final_factor: float = 0.0  # linear and cosine: LR at the last step, as a fraction of lr
-    step_size: int = 1000  # step: steps between decays
+    warmup_steps: int = 0  # steps of linear warm-up from warmup_start_factor * lr to lr, before the schedule
+    warmup_start_factor: float = 0.01  # LR at the first warm-up step, as a fraction of lr; in (0, 1]
+    final_factor: float = 0.0  # linear and cosine: LR at the last step, as a fraction of lr; in [0, 1]
+    step_size: int = 1000  # step: optimizer steps between decays
     gamma: float = 0.1  # step: factor of each decay
 
 
@@ -47,54 +46,87 @@ class OptimConfig:
     betas: Optional[List[float]] = None  # adam, adamw: decays of the first and second moments
     eps: Optional[float] = None  # rmsprop, adam, adamw: added to the denominator
     weight_decay: Optional[float] = None  # all: L2 penalty (decoupled in adamw)
-    amsgrad: Optional[bool] = None  # adam, adamw
+    amsgrad: Optional[bool] = None  # adam, adamw: use the maximum of past second moments
     maximize: Optional[bool] = None  # all: ascend instead of descend
     foreach: Optional[bool] = None  # all: torch's multi-tensor implementation
     fused: Optional[bool] = None  # all: torch's fused kernels
     capturable: Optional[bool] = None  # rmsprop, adam, adamw: safe to capture in CUDA graphs
     differentiable: Optional[bool] = None  # all: let autograd through the step
     grad_clip_norm: Optional[float] = None  # clip the global gradient norm to this value before each step
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # learning-rate schedule
+
+
+# OptimConfig fields that are not arguments of the torch optimizer.
+_NOT_TORCH_ARGUMENTS = ("name", "grad_clip_norm", "schedule")
 
 
 def _torch_arguments(optimizer: type[torch.optim.Optimizer]) -> list[str]:
+    """The keyword arguments torch's optimizer class takes, read from its signature."""
     return [name for name in inspect.signature(optimizer.__init__).parameters if name not in ("self", "params")]
 
 
-def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The torch optimizer `config` names, given only the arguments that are set."""
+def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter], *,
+                    key: str = "optim") -> torch.optim.Optimizer:
+    """The torch optimizer `config` names, given only the arguments that are set (not None).
+
+    `key` is where `config` sits in the experiment's config, for error messages.
+    """
     if config.name not in OPTIMIZERS:
-        raise UserError(f"optim.name: {unknown_name_message('optimizer', config.name, list(OPTIMIZERS))}")
+        raise UserError(f"{key}.name: {unknown_name_message('optimizer', config.name, list(OPTIMIZERS))}")
     optimizer = OPTIMIZERS[config.name]
     accepted = _torch_arguments(optimizer)
     arguments: dict[str, Any] = {}
     for item in fields(config):
         value = getattr(config, item.name)
-        if item.name in ("name", "grad_clip_norm", "schedule") or value is None:
+        if item.name in _NOT_TORCH_ARGUMENTS or value is None:
             continue
         if item.name not in accepted:
             raise UserError(
-                f"optim.{item.name}: {config.name} takes no argument {item.name!r}; its arguments: {', '.join(accepted)}"
+                f"{key}.{item.name}: {config.name} takes no argument {item.name!r}; its arguments: {', '.join(accepted)}"
             )
-        arguments[item.name] = tuple(value) if item.name == "betas" else value
-    return optimizer(params, **arguments)
+        arguments[item.name] = value
+    if "betas" in arguments:
+        if len(arguments["betas"]) != 2:
+            raise UserError(f"{key}.betas: expected two values, got {list(arguments['betas'])}")
+        arguments["betas"] = tuple(arguments["betas"])
+    try:
+        return optimizer(params, **arguments)
+    except ValueError as error:  # torch's own range checks: lr < 0, beta >= 1, nesterov without momentum, ...
+        raise UserError(f"{key}: {config.name}: {error}") from error
 
 
-def build_scheduler(config: ScheduleConfig, optimizer: torch.optim.Optimizer,
-                    total_steps: int) -> lr_scheduler.LRScheduler:
-    """torch's schedulers for `config`, over `total_steps` optimizer steps, warm-up included."""
+def _check_schedule(config: ScheduleConfig, total_steps: int, key: str) -> None:
+    """UserErrors for values torch would reject with a traceback, or that make no schedule."""
     if config.name not in SCHEDULES:
-        raise UserError(f"optim.schedule.name: {unknown_name_message('schedule', config.name, list(SCHEDULES))}")
-    if config.warmup_steps < 0 or config.warmup_steps >= max(total_steps, 1) and config.warmup_steps > 0:
-        raise UserError(f"optim.schedule.warmup_steps must lie in [0, {total_steps}), got {config.warmup_steps}")
+        raise UserError(f"{key}.name: {unknown_name_message('schedule', config.name, list(SCHEDULES))}")
+    if not 0 <= config.warmup_steps <= max(total_steps, 0):
+        raise UserError(f"{key}.warmup_steps must lie in [0, {total_steps}] (the run's optimizer steps), "
+                        f"got {config.warmup_steps}")
+    if config.warmup_steps > 0 and not 0 < config.warmup_start_factor <= 1:
+        raise UserError(f"{key}.warmup_start_factor must lie in (0, 1], got {config.warmup_start_factor}")
+    if config.name in ("linear", "cosine") and not 0 <= config.final_factor <= 1:
+        raise UserError(f"{key}.final_factor must lie in [0, 1], got {config.final_factor}")
+    if config.name == "step" and (config.step_size < 1 or config.gamma <= 0):
+        raise UserError(f"{key}: step_size must be at least 1 and gamma positive, "
+                        f"got step_size={config.step_size}, gamma={config.gamma}")
+
+
+def build_scheduler(config: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int, *,
+                    key: str = "optim.schedule") -> lr_scheduler.LRScheduler:
+    """torch's schedulers for `config` over `total_steps` optimizer steps, warm-up included.
+
+    linear and cosine reach final_factor * lr at total_steps; cosine's floor is taken from the first
+    parameter group's lr. Step the scheduler once after each optimizer step.
+    """
+    _check_schedule(config, total_steps, key)
     main_steps = max(total_steps - config.warmup_steps, 1)
     if config.name == "constant":
         main: lr_scheduler.LRScheduler = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     elif config.name == "linear":
         main = lr_scheduler.LinearLR(optimizer, 1.0, config.final_factor, total_iters=main_steps)
     elif config.name == "cosine":
-        base = optimizer.param_groups[0]["lr"]
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps, eta_min=base * config.final_factor)
+        floor = optimizer.param_groups[0]["lr"] * config.final_factor
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps, eta_min=floor)
     else:
         main = lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     if config.warmup_steps == 0:
@@ -104,32 +136,42 @@ def build_scheduler(config: ScheduleConfig, optimizer: torch.optim.Optimizer,
 
 
 class Optimizer:
-    """Optimizer, schedule and clipping as one step: `step(loss)` does backward, clip, update, schedule."""
+    """Optimizer, schedule and gradient clipping as one call: `step(loss)` does backward, clip, update,
+    schedule, and returns the gradient norm without leaving the device."""
 
-    def __init__(self, config: OptimConfig, params: Iterable[torch.nn.Parameter], total_steps: int) -> None:
+    def __init__(self, config: OptimConfig, params: Iterable[torch.nn.Parameter], total_steps: int, *,
+                 key: str = "optim") -> None:
         self.params = [p for p in params if p.requires_grad]
-        self.clip = math.inf if config.grad_clip_norm is None else config.grad_clip_norm
-        if self.clip <= 0:
-            raise UserError(f"optim.grad_clip_norm must be positive, got {config.grad_clip_norm}")
-        self.optimizer = build_optimizer(config, self.params)
-        self.scheduler = build_scheduler(config.schedule, self.optimizer, total_steps)
+        if config.grad_clip_norm is not None and not config.grad_clip_norm > 0:
+            raise UserError(f"{key}.grad_clip_norm must be positive or null, got {config.grad_clip_norm}")
+        self.grad_clip_norm = config.grad_clip_norm
+        self.optimizer = build_optimizer(config, self.params, key=key)
+        self.scheduler = build_scheduler(config.schedule, self.optimizer, total_steps, key=f"{key}.schedule")
 
     def step(self, loss: torch.Tensor) -> torch.Tensor:
-        """One update from `loss`; returns the gradient norm before clipping, on the device (no sync)."""
+        """One update from `loss`; returns the global gradient norm before clipping as a 0-dim tensor on
+        the device (no host sync)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        if self.grad_clip_norm is None:
+            # Only the norm: clip_grad_norm_(..., inf) would also multiply every gradient by 1.
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
         self.optimizer.step()
         self.scheduler.step()
-        return grad_norm.detach()
+        return grad_norm
 
     @property
     def lr(self) -> float:
+        """The learning rate the next step will use (first parameter group's)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def state_dict(self) -> dict[str, Any]:
+        """Optimizer and scheduler state; plain tensors and Python values, loadable with weights_only=True."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, so training continues exactly where it stopped."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

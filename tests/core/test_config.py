@@ -43,10 +43,10 @@ def _load(path: Path, *overrides: str) -> _Toy:
 
 def test_file_values_overrides_and_yaml_typing(tmp_path: Path) -> None:
     path = _write(tmp_path, "task: toy\noptim:\n  lr: 1e-4\nsteps: 5\n")
-    config = _load(path, "optim.name=sgd", "steps=7", "optim.betas=[0.5, 0.9]", "hidden=[8]")
+    config = _load(path, "optim.name=adam", "steps=7", "optim.betas=[0.5, 0.9]", "hidden=[8]")
     assert isinstance(config, _Toy)
     assert config.optim.lr == pytest.approx(1e-4) and isinstance(config.optim.lr, float)
-    assert config.optim.name == "sgd"
+    assert config.optim.name == "adam"
     assert config.steps == 7
     assert config.optim.betas == [0.5, 0.9]
     assert config.hidden == [8]
@@ -95,6 +95,22 @@ def test_wrong_types_name_the_key_and_expected_type(tmp_path: Path, text: str, p
     path = _write(tmp_path, text)
     with pytest.raises(UserError, match=pattern):
         _load(path)
+
+
+def test_renaming_a_section_starts_it_from_its_class_defaults(tmp_path: Path) -> None:
+    @dataclass
+    class WithRmsprop(ExperimentConfig):
+        task: str = "rms"
+        optim: _Optim = field(default_factory=lambda: _Optim(name="rmsprop", lr=2.5e-4, betas=[0.1, 0.2]))
+
+    registry: Registry[type] = Registry("test task")
+    registry.register("rms")(WithRmsprop)
+    kept = load_config(_write(tmp_path, "task: rms\noptim: {lr: 0.1}\n"), [], registry.get)
+    assert kept.optim == _Optim(name="rmsprop", lr=0.1, betas=[0.1, 0.2])
+    renamed = load_config(_write(tmp_path, "task: rms\noptim: {name: adam, lr: 0.1}\n"), [], registry.get)
+    assert renamed.optim == _Optim(name="adam", lr=0.1, betas=None)
+    overridden = load_config(_write(tmp_path, "task: rms\n"), ["optim.name=sgd"], registry.get)
+    assert overridden.optim == _Optim(name="sgd")
 
 
 def test_missing_task_and_unknown_task(tmp_path: Path) -> None:
