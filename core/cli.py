@@ -27,7 +27,8 @@ COMPONENT_PACKAGES = ("core.classifier", "agents", "envs", "generative")
 EXIT_USER_ERROR = 2
 
 
-def _load_components() -> None:
+def load_components() -> None:
+    """Import the component packages so every registry is filled."""
     for name in COMPONENT_PACKAGES:
         importlib.import_module(name)
 
@@ -152,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _setup_logging()
     args = build_parser().parse_args(argv)
     try:
-        _load_components()
+        load_components()
         return args.handler(args)
     except UserError as error:
         print(f"rlgen: error: {error}", file=sys.stderr)

@@ -1,0 +1,84 @@
+"""The evaluation protocol: a separate environment, a small epsilon, whole games, raw scores.
+
+Each evaluation environment plays a fixed quota of games, so long games are not under-counted
+the way "the first N games to finish" would under-count them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from envs import EnvConfig, make_env
+from envs.atari import rom_id
+
+# (random, human) game scores from Mnih et al. 2015, Extended Data Table 2.
+RANDOM_AND_HUMAN_SCORES = {
+    "breakout": (1.7, 30.5),
+    "pong": (-20.7, 9.3),
+    "space_invaders": (148.0, 1652.0),
+    "seaquest": (68.4, 20182.0),
+    "beam_rider": (363.9, 5775.0),
+    "enduro": (0.0, 309.6),
+    "qbert": (163.9, 13455.0),
+    "asterix": (210.0, 8503.0),
+}
+
+
+@dataclass
+class EvalConfig:
+    """How an agent is evaluated (Mnih et al. 2015: epsilon 0.05, whole games)."""
+
+    episodes: int = 10  # whole games per evaluation
+    epsilon: float = 0.05  # exploration while evaluating
+    num_envs: int = 8  # evaluation environments stepped together
+
+
+def human_normalized(game: str, score: float) -> Optional[float]:
+    """100 * (score - random) / (human - random), or None for a game without reference scores."""
+    if game not in RANDOM_AND_HUMAN_SCORES:
+        return None
+    random_score, human_score = RANDOM_AND_HUMAN_SCORES[game]
+    return 100.0 * (score - random_score) / (human_score - random_score)
+
+
+@torch.no_grad()
+def play_games(agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device) -> list[float]:
+    """Raw whole-game scores of `config.episodes` games played with epsilon-greedy actions."""
+    num_envs = max(1, min(config.num_envs, config.episodes))
+    env = make_env(dataclasses.replace(env_config, num_envs=num_envs), seed=seed, evaluation=True)
+    quota = np.full(num_envs, config.episodes // num_envs)
+    quota[: config.episodes % num_envs] += 1
+    scores: list[float] = []
+    try:
+        obs = env.reset()
+        while quota.sum() > 0:
+            actions = agent.act(torch.as_tensor(obs, device=device), config.epsilon)
+            result = env.step(actions.cpu().numpy())
+            obs = result.obs
+            for env_index, score, _ in result.finished:
+                if quota[env_index] > 0:
+                    quota[env_index] -= 1
+                    scores.append(float(score))
+    finally:
+        env.close()
+    return scores
+
+
+def evaluate_policy(agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device) -> dict[str, float]:
+    """Mean, median and std of the raw score, and the human-normalized mean where the game has references."""
+    scores = np.asarray(play_games(agent, env_config, config, seed + 10_000, device))
+    metrics = {
+        "eval/score_mean": float(scores.mean()),
+        "eval/score_median": float(np.median(scores)),
+        "eval/score_std": float(scores.std()),
+        "eval/episodes": float(len(scores)),
+    }
+    game = rom_id(env_config.id) if env_config.kind == "atari" else env_config.id
+    normalized = human_normalized(game, metrics["eval/score_mean"])
+    if normalized is not None:
+        metrics["eval/human_normalized"] = normalized
+    return metrics

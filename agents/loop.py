@@ -1,0 +1,178 @@
+"""The off-policy training loop as an rlgen task: act in N environments, store, learn, evaluate.
+
+One task step is one step of all N environments, so `step` counts environment steps (agent
+decisions, four frames each on Atari) summed over the environments, as CleanRL and Dopamine count.
+Updates happen at a fixed rate per environment step (`train_every`), whatever N is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.dqn import Batch, DQNAgent, DQNAgentConfig
+from agents.evaluation import EvalConfig, evaluate_policy
+from core.config import ExperimentConfig, RunConfig
+from core.errors import UserError
+from core.optim import OptimConfig
+from core.replay import ReplayMemory
+from core.run import Run
+from core.task import TASKS, Task
+from envs import EnvConfig, make_env
+
+
+@dataclass
+class ReplayConfig:
+    """The replay memory; capacity counts transitions over all environments."""
+
+    capacity: int = 1_000_000  # transitions kept (Nature: 1M)
+    prioritized: bool = False  # proportional prioritized replay (Schaul et al. 2016)
+    alpha: float = 0.6  # priority exponent
+    beta_start: float = 0.4  # importance-weight exponent, annealed to 1 over the run
+
+
+@dataclass
+class DQNTrainConfig:
+    """Length and pace of training; defaults are the Nature DQN's (Mnih et al. 2015, Extended Data Table 1)."""
+
+    total_steps: int = 12_500_000  # environment steps over all envs (50M frames at frame skip 4)
+    learning_starts: int = 50_000  # environment steps of random play before the first update
+    train_every: int = 4  # environment steps per update, kept whatever num_envs is
+    batch_size: int = 32  # transitions per update
+    epsilon_start: float = 1.0  # exploration at the start
+    epsilon_end: float = 0.1  # exploration after the decay
+    epsilon_decay_steps: int = 1_000_000  # environment steps of the linear decay
+
+
+@dataclass
+class DQNConfig(ExperimentConfig):
+    """A DQN experiment: environment, agent, replay memory, optimizer, training and evaluation."""
+
+    task: str = "dqn"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: DQNAgentConfig = field(default_factory=DQNAgentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    # Nature's RMSProp: squared-gradient and gradient momentum 0.95, min squared gradient 0.01.
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(name="rmsprop", lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
+    )
+    train: DQNTrainConfig = field(default_factory=DQNTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(
+        default_factory=lambda: RunConfig(log_every=1_000, eval_every=250_000, checkpoint_every=250_000)
+    )
+
+
+@TASKS.register("dqn")
+class DQNTask(Task):
+    """Deep Q-learning on a vector of environments."""
+
+    Config = DQNConfig
+    summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return")
+
+    def __init__(self, config: DQNConfig, run: Run, device: torch.device) -> None:
+        super().__init__(config, run, device)
+        train = config.train
+        if train.train_every < 1 or train.batch_size < 1:
+            raise UserError("train.train_every and train.batch_size must be at least 1")
+        self.env = make_env(config.env, seed=config.seed)
+        self.num_envs = self.env.num_envs
+        total_updates = max(train.total_steps - train.learning_starts, 0) // train.train_every
+        self.agent = DQNAgent(
+            config.agent, config.optim, tuple(self.env.obs_shape), self.env.num_actions, total_updates, device,
+            seed=config.seed,
+        )
+        self.memory = ReplayMemory(
+            capacity=config.replay.capacity,
+            num_envs=self.num_envs,
+            obs_shape=tuple(self.env.obs_shape),
+            obs_dtype=self.env.obs_dtype,
+            device=device,
+            n_step=config.agent.n_step,
+            gamma=config.agent.gamma,
+            prioritized=config.replay.prioritized,
+            alpha=config.replay.alpha,
+            beta_start=config.replay.beta_start,
+            beta_steps=total_updates,
+            seed=config.seed,
+        )
+        self.obs: np.ndarray | None = None  # games start on the first step (see `_start_games`)
+        self.update_credit = 0.0
+        self.recent_returns: list[float] = []
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.total_steps
+
+    def epsilon(self) -> float:
+        """Linear decay from epsilon_start to epsilon_end over epsilon_decay_steps environment steps."""
+        train = self.config.train
+        fraction = min(self.step / max(train.epsilon_decay_steps, 1), 1.0)
+        return train.epsilon_start + fraction * (train.epsilon_end - train.epsilon_start)
+
+    def _start_games(self) -> np.ndarray:
+        """New games in every env; the memory ends the episodes it holds there (they bootstrap)."""
+        obs = self.env.reset()
+        self.memory.add_reset(obs)
+        return obs
+
+    def train_step(self) -> dict[str, Any]:
+        train = self.config.train
+        if self.obs is None:
+            self.obs = self._start_games()
+        epsilon = self.epsilon()
+        obs = torch.as_tensor(self.obs, device=self.device)
+        actions = self.agent.act(obs, epsilon)
+        result = self.env.step(actions.cpu().numpy())
+        reward = np.sign(result.reward) if self.config.agent.clip_rewards else result.reward
+        self.memory.add(actions, reward, result.terminated, result.obs, result.first)
+        self.obs = result.obs
+        self.step += self.num_envs
+        if result.finished:
+            # Games of several envs can end on the same step: one point per step keeps the curve a function.
+            scores = [game.score for game in result.finished]
+            self.run.tb.scalar("charts/episodic_return", float(np.mean(scores)), self.step)
+            self.run.tb.scalar("charts/episodic_length", float(np.mean([g.length for g in result.finished])), self.step)
+            self.recent_returns = (self.recent_returns + scores)[-10:]
+        figures: dict[str, Any] = {"charts/epsilon": epsilon}
+        if self.step < train.learning_starts:
+            return figures
+        self.update_credit += self.num_envs / train.train_every
+        while self.update_credit >= 1.0:
+            self.update_credit -= 1.0
+            sample = self.memory.sample(train.batch_size)
+            batch = Batch(sample.obs, sample.action, sample.reward, sample.next_obs, sample.discount, sample.weights)
+            losses, td_error = self.agent.update(batch)
+            if self.config.replay.prioritized:
+                self.memory.update_priorities(sample.indices, td_error)
+            figures.update(losses)
+        return figures
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_policy(self.agent, self.config.env, self.config.eval, self.config.seed, self.device)
+
+    def progress_figures(self) -> dict[str, float]:
+        if not self.recent_returns:
+            return {}
+        return {"return_last10": float(np.mean(self.recent_returns))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent.state_dict(),
+            "memory": self.memory.state_dict(),
+            "update_credit": self.update_credit,
+            "recent_returns": list(self.recent_returns),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.memory.load_state_dict(state["memory"])
+        self.update_credit = state["update_credit"]
+        self.recent_returns = list(state["recent_returns"])
+        # The vector env cannot restore emulator state: new games start on the next step, as in Dopamine.
+        self.obs = None
+
+    def close(self) -> None:
+        self.env.close()
