@@ -50,7 +50,8 @@ def atomic_save(obj: Any, path: Path) -> None:
 def load_file(path: Path, map_location: Optional[torch.device | str] = "cpu") -> dict:
     """Load one checkpoint with `weights_only=True`; any problem is a CheckpointError naming the file."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap keeps a large checkpoint (a replay memory) out of RAM until its tensors are copied in.
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
         if "weights_only" in str(error) or "Unsupported global" in str(error):

@@ -55,7 +55,11 @@ class ReplayMemory:
 
     `capacity` counts transitions over all environments: each environment keeps the last
     `capacity // num_envs` of its steps. Pixel observations (uint8 `(frame_stack, H, W)`) are stored as
-    their newest frame and rebuilt at sample time; any other observation is stored whole.
+    their newest frame and rebuilt at sample time, the slots before an episode's first frame padded as
+    `stack_padding` says (`zeros` as ale-py does, or `first`: repeats of the first frame); any other
+    observation is stored whole. Prioritized: priority = |td_error| + eps, sampled in proportion to
+    priority^alpha, importance weights with beta annealed from beta_start to 1 over `beta_steps` calls of
+    `sample`. Construction refuses (UserError) when the device has less free memory than the memory needs.
     """
 
     def __init__(

@@ -17,7 +17,6 @@ class SumTree:
     """Non-negative leaf weights; samples leaves in proportion to their weight, never a zero one."""
 
     def __init__(self, size: int, device: torch.device) -> None:
-        self.size = size
         self.fanout = math.isqrt(max(size - 1, 0)) + 1  # ceil(sqrt(size)): as many blocks as leaves per block
         self.num_blocks = -(-size // self.fanout)
         self.leaves = torch.zeros(self.num_blocks * self.fanout, dtype=torch.float32, device=device)
