@@ -116,8 +116,10 @@ class Driver:
                 "elapsed_s": self.elapsed_s,
             },
         }
-        self.run.checkpoints.save(self.task.step, state)
+        start = time.perf_counter()
+        path = self.run.checkpoints.save(self.task.step, state)
         self.saved_step = self.task.step
+        log.info("checkpoint %s: %.2f GB in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
 
     def train(self, fresh: bool) -> bool:
         """Train to the end or until a stop signal; True when the run is complete."""
