@@ -6,12 +6,15 @@ the way "the first N games to finish" would under-count them.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
+from core.images import make_grid
+from core.tensorboard import TensorBoardLog
 from envs import EnvConfig, make_env
 from envs.atari import rom_id
 
@@ -35,6 +38,7 @@ class EvalConfig:
     episodes: int = 10  # whole games per evaluation
     epsilon: float = 0.05  # exploration while evaluating
     num_envs: int = 8  # evaluation environments stepped together
+    gameplay_frames: int = 256  # frames of the first game kept for TensorBoard (pixel envs); 0 = none
 
 
 def human_normalized(game: str, score: float) -> Optional[float]:
@@ -46,31 +50,44 @@ def human_normalized(game: str, score: float) -> Optional[float]:
 
 
 @torch.no_grad()
-def play_games(agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device) -> list[float]:
-    """Raw whole-game scores of `config.episodes` games played with epsilon-greedy actions."""
+def play_games(
+    agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device
+) -> tuple[list[float], Optional[np.ndarray]]:
+    """Raw whole-game scores of `config.episodes` games played with epsilon-greedy actions, and the
+    newest frames of the first environment's first game, (T, H, W) uint8, for pixel environments."""
     num_envs = max(1, min(config.num_envs, config.episodes))
     env = make_env(dataclasses.replace(env_config, num_envs=num_envs), seed=seed, evaluation=True)
     quota = np.full(num_envs, config.episodes // num_envs)
     quota[: config.episodes % num_envs] += 1
     scores: list[float] = []
+    pixels = len(env.obs_shape) == 3
+    frames: list[np.ndarray] = []
+    recording = pixels and config.gameplay_frames > 0
     try:
         obs = env.reset()
         while quota.sum() > 0:
+            if recording:
+                frames.append(obs[0, -1].copy())
             actions = agent.act(torch.as_tensor(obs, device=device), config.epsilon)
             result = env.step(actions.cpu().numpy())
             obs = result.obs
+            recording = recording and not result.first[0] and len(frames) < config.gameplay_frames
             for env_index, score, _ in result.finished:
                 if quota[env_index] > 0:
                     quota[env_index] -= 1
                     scores.append(float(score))
     finally:
         env.close()
-    return scores
+    return scores, (np.stack(frames) if frames else None)
 
 
-def evaluate_policy(agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device) -> dict[str, float]:
-    """Mean, median and std of the raw score, and the human-normalized mean where the game has references."""
-    scores = np.asarray(play_games(agent, env_config, config, seed + 10_000, device))
+def evaluate_policy(
+    agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device
+) -> tuple[dict[str, float], Optional[np.ndarray]]:
+    """Mean, median and std of the raw score, the human-normalized mean where the game has references,
+    and the first game's frames (see `play_games`)."""
+    played, frames = play_games(agent, env_config, config, seed + 10_000, device)
+    scores = np.asarray(played)
     metrics = {
         "eval/score_mean": float(scores.mean()),
         "eval/score_median": float(np.median(scores)),
@@ -81,4 +98,14 @@ def evaluate_policy(agent, env_config: EnvConfig, config: EvalConfig, seed: int,
     normalized = human_normalized(game, metrics["eval/score_mean"])
     if normalized is not None:
         metrics["eval/human_normalized"] = normalized
-    return metrics
+    return metrics, frames
+
+
+def log_gameplay(tb: TensorBoardLog, frames: np.ndarray, step: int) -> None:
+    """The frames as a TensorBoard video with the `video` extra (moviepy), else as a grid of 64 of them."""
+    if importlib.util.find_spec("moviepy") is not None:
+        tb.video("samples/gameplay", torch.from_numpy(frames)[None, :, None], step, fps=15)
+        return
+    picks = np.linspace(0, len(frames) - 1, num=min(64, len(frames))).astype(int)
+    images = torch.from_numpy(frames[picks]).float().div(255).unsqueeze(1)
+    tb.image("samples/gameplay", make_grid(images, columns=8), step)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from agents.dqn import Batch, DQNAgent, DQNAgentConfig
-from agents.evaluation import EvalConfig, evaluate_policy
+from agents.evaluation import EvalConfig, evaluate_policy, log_gameplay
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.optim import OptimConfig
@@ -151,7 +151,10 @@ class DQNTask(Task):
         return figures
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate_policy(self.agent, self.config.env, self.config.eval, self.config.seed, self.device)
+        metrics, frames = evaluate_policy(self.agent, self.config.env, self.config.eval, self.config.seed, self.device)
+        if frames is not None:
+            log_gameplay(self.run.tb, frames, self.step)
+        return metrics
 
     def progress_figures(self) -> dict[str, float]:
         if not self.recent_returns:

@@ -27,7 +27,7 @@ def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     for path in event_files(run_dir):
         for event in EventFileLoader(str(path)).Load():
             for value in event.summary.value:
-                if value.HasField("tensor") and not value.tag.startswith("_hparams_"):
+                if value.HasField("tensor") and value.tensor.float_val and not value.tag.startswith("_hparams_"):
                     found.setdefault(value.tag, []).append((event.step, value.tensor.float_val[0]))
     return found
 
