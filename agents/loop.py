@@ -125,7 +125,15 @@ class DQNTask(Task):
         epsilon = self.epsilon()
         obs = torch.as_tensor(self.obs, device=self.device)
         actions = self.agent.act(obs, epsilon)
-        result = self.env.step(actions.cpu().numpy())
+        # The emulators play this step in their own threads while the updates run on what is stored.
+        self.env.send(actions.cpu().numpy())
+        figures: dict[str, Any] = {"charts/epsilon": epsilon}
+        # learning_starts counts this step's transitions, as the memory will after it (and needs a few).
+        if self.step + self.num_envs >= train.learning_starts and len(self.memory) >= 4 * self.num_envs * (
+            self.config.agent.n_step + 1
+        ):
+            figures.update(self._learn())
+        result = self.env.receive()
         reward = np.sign(result.reward) if self.config.agent.clip_rewards else result.reward
         self.memory.add(actions, reward, result.terminated, result.obs, result.first)
         self.obs = result.obs
@@ -136,18 +144,20 @@ class DQNTask(Task):
             self.run.tb.scalar("charts/episodic_return", float(np.mean(scores)), self.step)
             self.run.tb.scalar("charts/episodic_length", float(np.mean([g.length for g in result.finished])), self.step)
             self.recent_returns = (self.recent_returns + scores)[-10:]
-        figures: dict[str, Any] = {"charts/epsilon": epsilon}
-        if self.step < train.learning_starts:
-            return figures
+        return figures
+
+    def _learn(self) -> dict[str, torch.Tensor]:
+        """The updates this step owes: num_envs / train_every of them, the fraction carried over."""
+        train = self.config.train
+        figures: dict[str, torch.Tensor] = {}
         self.update_credit += self.num_envs / train.train_every
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
             sample = self.memory.sample(train.batch_size)
             batch = Batch(sample.obs, sample.action, sample.reward, sample.next_obs, sample.discount, sample.weights)
-            losses, td_error = self.agent.update(batch)
+            figures, td_error = self.agent.update(batch)
             if self.config.replay.prioritized:
                 self.memory.update_priorities(sample.indices, td_error)
-            figures.update(losses)
         return figures
 
     def evaluate(self) -> dict[str, float]:

@@ -119,7 +119,16 @@ class AtariVector(VectorEnv):
 
     def step(self, actions: np.ndarray) -> StepResult:
         """One agent step (4 frames) in every game."""
-        obs, reward, terminated, truncated, info = self._env.step(np.asarray(actions, dtype=np.int64))
+        self.send(actions)
+        return self.receive()
+
+    def send(self, actions: np.ndarray) -> None:
+        """Hand the actions to ale-py's C++ threads, which play the step while this thread goes on."""
+        self._env.send(np.asarray(actions, dtype=np.int64))
+
+    def receive(self) -> StepResult:
+        """Wait for the step `send` started."""
+        obs, reward, terminated, truncated, info = self._env.recv()
         frames, game_frames = info["frame_number"], info["episode_frame_number"]
         # A step advances the emulator's frame counter and the game's frame counter together; only an
         # autoreset restarts the game's counter, and the game it ended had counted at least one frame.

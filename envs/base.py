@@ -72,6 +72,15 @@ class VectorEnv(ABC):
     def close(self) -> None:
         """Release the emulators; the env cannot be used afterwards."""
 
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step whose result `receive` returns. Kinds whose emulators run in their own threads
+        step them meanwhile, so the learner can overlap its update with the environments' step."""
+        self._pending_actions = np.asarray(actions)
+
+    def receive(self) -> StepResult:
+        """The result of the step `send` started."""
+        return self.step(self._pending_actions)
+
     def __enter__(self) -> "VectorEnv":
         return self
 
