@@ -128,10 +128,8 @@ class DQNTask(Task):
         # The emulators play this step in their own threads while the updates run on what is stored.
         self.env.send(actions.cpu().numpy())
         figures: dict[str, Any] = {"charts/epsilon": epsilon}
-        # learning_starts counts this step's transitions, as the memory will after it (and needs a few).
-        if self.step + self.num_envs >= train.learning_starts and len(self.memory) >= 4 * self.num_envs * (
-            self.config.agent.n_step + 1
-        ):
+        # learning_starts counts this step's transitions, as the memory will once they are stored.
+        if self.step + self.num_envs >= train.learning_starts and self.memory.can_sample:
             figures.update(self._learn())
         result = self.env.receive()
         reward = np.sign(result.reward) if self.config.agent.clip_rewards else result.reward

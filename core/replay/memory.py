@@ -231,9 +231,14 @@ class ReplayMemory:
             return 1.0
         return self.beta_start + (1.0 - self.beta_start) * min(1.0, self._samples_drawn / self.beta_steps)
 
+    @property
+    def can_sample(self) -> bool:
+        """Whether enough steps are stored for `sample` to find complete transitions."""
+        return self._rows_written - self.n_step >= 2
+
     def sample(self, batch_size: int) -> ReplayBatch:
         """Draw `batch_size` transitions (uniformly, or in proportion to priority^alpha) with their n-step targets."""
-        if self._rows_written - self.n_step < 2:
+        if not self.can_sample:
             raise UserError(f"replay: sample() needs at least n_step + 2 = {self.n_step + 2} steps added first")
         indices = self.tree.sample(batch_size, self.generator)
         batch = self.transitions(indices)
