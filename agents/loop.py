@@ -158,7 +158,7 @@ class DQNTask(Task):
                 self.memory.update_priorities(sample.indices, td_error)
         return figures
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, final: bool = False) -> dict[str, float]:
         metrics, frames = evaluate_policy(self.agent, self.config.env, self.config.eval, self.config.seed, self.device)
         if frames is not None:
             log_gameplay(self.run.tb, frames, self.step)

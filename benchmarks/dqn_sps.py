@@ -1,12 +1,12 @@
 """DQN speed on Breakout with learning on: rlgen's update against the same update written as bare PyTorch,
 the compute-bound limit it implies, and the whole loop's env steps per second with 1 and 8 envs.
 
-All figures come from one run, interleaved where they are compared, and printed as one JSON object.
+All figures come from one run, in interleaved rounds (the ratios are taken within a round, then the median
+over rounds), and are printed as one JSON object.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 import time
@@ -105,61 +105,79 @@ def _time_ms(function, device: torch.device, repeats: int) -> float:
     return 1000 * (time.perf_counter() - start) / repeats
 
 
-def _loop_sps(num_envs: int, capacity: int, seconds: float, device: str) -> float:
-    """The task's whole step (act, env, store, learn) past learning_starts, in env steps per second."""
-    task = _task(_config(num_envs, capacity, learning_starts=2_000, device=device))
-    try:
-        while task.step < 2_000 + 64:
-            task.train_step()
+class LoopTimer:
+    """A task past learning_starts whose whole step (act, env, store, learn) is timed in slices."""
+
+    def __init__(self, num_envs: int, capacity: int, device: str) -> None:
+        self.task = _task(_config(num_envs, capacity, learning_starts=2_000, device=device))
+        while self.task.step < 2_000 + 64:
+            self.task.train_step()
+
+    def sps(self, seconds: float) -> float:
+        """Env steps per second over about `seconds` of training."""
+        task = self.task
         _sync(task.device)
         start_step, start = task.step, time.perf_counter()
         while time.perf_counter() - start < seconds:
             task.train_step()
         _sync(task.device)
         return (task.step - start_step) / (time.perf_counter() - start)
-    finally:
-        task.close()
+
+    def close(self) -> None:
+        self.task.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--capacity", type=int, default=100_000, help="replay capacity (transitions) for the update")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of update timing")
-    parser.add_argument("--repeats", type=int, default=10, help="updates per round")
-    parser.add_argument("--loop-seconds", type=float, default=30.0, help="seconds of loop timing per env count")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of update and loop timing")
+    parser.add_argument("--repeats", type=int, default=10, help="updates per round and implementation")
+    parser.add_argument("--loop-seconds", type=float, default=8.0, help="seconds of loop timing per round and env count")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     task = _task(_config(8, args.capacity, learning_starts=0, device=str(device)))
     _fill(task, args.capacity)
     bare = BareUpdate(args.capacity, device)
+    loops = {1: LoopTimer(1, 50_000, str(device)), 8: LoopTimer(8, 50_000, str(device))}
     for _ in range(3):
         _rlgen_update(task)
         bare.step()
-    rlgen_ms, bare_ms = [], []
+    # Each round times every figure back to back, so a ratio compares figures taken under the same load
+    # of this shared machine; the medians over rounds are reported.
+    rounds: dict[str, list[float]] = {"update_ms": [], "bare_update_ms": [], "loop_1": [], "loop_8": [],
+                                      "overhead": [], "loop_to_limit": []}
     for _ in range(args.rounds):
-        rlgen_ms.append(_time_ms(lambda: _rlgen_update(task), device, args.repeats))
-        bare_ms.append(_time_ms(bare.step, device, args.repeats))
+        update_ms = _time_ms(lambda: _rlgen_update(task), device, args.repeats)
+        bare_ms = _time_ms(bare.step, device, args.repeats)
+        loop_8 = loops[8].sps(args.loop_seconds)
+        loop_1 = loops[1].sps(args.loop_seconds)
+        update_again_ms = _time_ms(lambda: _rlgen_update(task), device, args.repeats)
+        limit_sps = 4 / ((update_ms + update_again_ms) / 2 / 1000)
+        for key, value in (("update_ms", update_ms), ("bare_update_ms", bare_ms), ("loop_1", loop_1),
+                           ("loop_8", loop_8), ("overhead", update_ms / bare_ms - 1),
+                           ("loop_to_limit", loop_8 / limit_sps)):
+            rounds[key].append(value)
     task.close()
-    del task, bare
-    # The lowest round of each: rounds slowed by other jobs on a shared machine drop out.
-    update_ms, bare_update_ms = min(rlgen_ms), min(bare_ms)
-    limit_sps = 4 / (update_ms / 1000)
-    loop_1 = _loop_sps(1, 50_000, args.loop_seconds, str(device))
-    loop_8 = _loop_sps(8, 50_000, args.loop_seconds, str(device))
+    for loop in loops.values():
+        loop.close()
+    median = {key: float(np.median(values)) for key, values in rounds.items()}
     print(json.dumps({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "replay_capacity": args.capacity,
-        "update_ms": round(update_ms, 3),
-        "bare_update_ms": round(bare_update_ms, 3),
-        "update_overhead": round(update_ms / bare_update_ms - 1, 3),
-        "limit_sps": round(limit_sps, 1),
-        "loop_sps": round(loop_8, 1),
-        "loop_to_limit": round(loop_8 / limit_sps, 3),
-        "loop_sps_1env": round(loop_1, 1),
-        "loop_sps_8env": round(loop_8, 1),
+        "rounds": args.rounds,
+        "update_ms": round(median["update_ms"], 3),
+        "bare_update_ms": round(median["bare_update_ms"], 3),
+        "update_overhead": round(median["overhead"], 3),
+        "limit_sps": round(4 / (median["update_ms"] / 1000), 1),
+        "loop_sps": round(median["loop_8"], 1),
+        "loop_to_limit": round(median["loop_to_limit"], 3),
+        "loop_sps_1env": round(median["loop_1"], 1),
+        "loop_sps_8env": round(median["loop_8"], 1),
+        "update_overhead_rounds": [round(value, 3) for value in rounds["overhead"]],
+        "loop_to_limit_rounds": [round(value, 3) for value in rounds["loop_to_limit"]],
     }))
 
 

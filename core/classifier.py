@@ -133,7 +133,7 @@ class ClassifierTask(Task):
         return {"losses/cross_entropy": loss.detach(), "charts/grad_norm": grad_norm}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, final: bool = False) -> dict[str, float]:
         self.model.eval()
         correct = torch.zeros((), device=self.device)
         loss_sum = torch.zeros((), device=self.device)

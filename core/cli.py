@@ -92,8 +92,11 @@ def _train(run: Run, task, fresh: bool, driver: Optional[Driver] = None) -> int:
 def command_eval(args: argparse.Namespace) -> int:
     directory = Path(args.run_dir)
     run = Run.open(directory, schema_for)
-    if args.overrides:
-        run.config = load_config(directory / "config.yaml", args.overrides, schema_for)
+    overrides = list(args.overrides)
+    if args.episodes is not None:
+        overrides.append(f"eval.episodes={args.episodes}")
+    if overrides:
+        run.config = load_config(directory / "config.yaml", overrides, schema_for)
     result = evaluate_run(run)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Evaluate the newest checkpoint; writes eval.json and summary.json.")
     evaluate.add_argument("run_dir", help="the run folder")
     evaluate.add_argument("overrides", nargs="*", help="dotted overrides of evaluation settings")
+    evaluate.add_argument("--episodes", type=int, help="games to play (RL runs): short for eval.episodes=N")
     evaluate.set_defaults(handler=command_eval)
     listing = commands.add_parser("list", help="list experiments and registered components",
                                   description="List the experiment files and every registered component.")

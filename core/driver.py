@@ -152,7 +152,7 @@ class Driver:
                         sums, counts = {}, {}
                         window_start, window_step = now, step
                     if crossed(before, step, settings.eval_every) or last:
-                        self.last_eval = task.evaluate()
+                        self.last_eval = task.evaluate(final=last)
                         tb.scalars(self.last_eval, step)
                     if crossed(before, step, settings.checkpoint_every) or last:
                         self.elapsed_s += time.perf_counter() - session_start
@@ -184,7 +184,7 @@ def evaluate_run(run: Run) -> dict[str, Any]:
         path, state = loaded
         task.load_state_dict(state["task"])
         task.step = state["driver"]["step"]
-        metrics = task.evaluate()
+        metrics = task.evaluate(final=True)
     finally:
         task.close()
     result = {"step": task.step, "checkpoint": path.name, **metrics}

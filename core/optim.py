@@ -1,6 +1,7 @@
 """Optimizers, learning-rate schedules and gradient clipping from config, all wrapping torch.optim."""
 from __future__ import annotations
 
+import bisect
 import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, List, Optional
@@ -17,19 +18,21 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
 }
-SCHEDULES = ("constant", "linear", "cosine", "step")
+SCHEDULES = ("constant", "linear", "cosine", "step", "piecewise")
 
 
 @dataclass
 class ScheduleConfig:
     """Learning-rate schedule over the run's optimizer steps, after an optional linear warm-up."""
 
-    name: str = "constant"  # constant | linear | cosine | step
+    name: str = "constant"  # constant | linear | cosine | step | piecewise
     warmup_steps: int = 0  # steps of linear warm-up from warmup_start_factor * lr to lr, before the schedule
     warmup_start_factor: float = 0.01  # LR at the first warm-up step, as a fraction of lr; in (0, 1]
     final_factor: float = 0.0  # linear and cosine: LR at the last step, as a fraction of lr; in [0, 1]
     step_size: int = 1000  # step: optimizer steps between decays
     gamma: float = 0.1  # step: factor of each decay
+    milestones: List[int] = field(default_factory=list)  # piecewise: steps (after warm-up) where a new factor starts
+    factors: List[float] = field(default_factory=list)  # piecewise: the LR factor from each milestone on
 
 
 @dataclass
@@ -109,6 +112,12 @@ def _check_schedule(config: ScheduleConfig, total_steps: int, key: str) -> None:
     if config.name == "step" and (config.step_size < 1 or config.gamma <= 0):
         raise UserError(f"{key}: step_size must be at least 1 and gamma positive, "
                         f"got step_size={config.step_size}, gamma={config.gamma}")
+    if config.name == "piecewise":
+        milestones = list(config.milestones)
+        if len(milestones) != len(config.factors) or milestones != sorted(set(milestones)) or \
+                any(step < 1 for step in milestones) or any(factor <= 0 for factor in config.factors):
+            raise UserError(f"{key}: piecewise needs increasing positive milestones and as many positive factors, "
+                            f"got milestones={milestones}, factors={list(config.factors)}")
 
 
 def build_scheduler(config: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int, *,
@@ -127,8 +136,11 @@ def build_scheduler(config: ScheduleConfig, optimizer: torch.optim.Optimizer, to
     elif config.name == "cosine":
         floor = optimizer.param_groups[0]["lr"] * config.final_factor
         main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps, eta_min=floor)
-    else:
+    elif config.name == "step":
         main = lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    else:
+        milestones, factors = list(config.milestones), [1.0, *config.factors]
+        main = lr_scheduler.LambdaLR(optimizer, lambda step: factors[bisect.bisect_right(milestones, step)])
     if config.warmup_steps == 0:
         return main
     warmup = lr_scheduler.LinearLR(optimizer, config.warmup_start_factor, 1.0, total_iters=config.warmup_steps)

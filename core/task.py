@@ -43,8 +43,13 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def evaluate(self) -> dict[str, float]:
-        """Evaluation metrics keyed by tag (`eval/...`) at the current step."""
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        """Evaluation metrics keyed by tag (`eval/...`) at the current step.
+
+        `final` is True for the evaluation at the end of training and for `rlgen eval`: tasks whose full
+        evaluation is costly (a 5,000-sample likelihood bound, FID on 10,000 samples) run it then and a
+        cheaper one during training.
+        """
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

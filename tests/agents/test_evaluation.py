@@ -1,6 +1,7 @@
 """The evaluation protocol: human normalization, per-env game quotas on the real ALE, gameplay frames."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,15 @@ def test_vector_observations_record_no_frames() -> None:
     env = EnvConfig(kind="gym", id="CartPole-v1", num_envs=2)
     metrics, frames = evaluate_policy(_RandomAgent(2), env, EvalConfig(episodes=2, num_envs=2), 0, torch.device("cpu"))
     assert frames is None and metrics["eval/episodes"] == 2.0 and "eval/human_normalized" not in metrics
+
+
+def test_rlgen_eval_episodes_flag_plays_that_many_games(tmp_path: Path) -> None:
+    from core.cli import main
+
+    cartpole = Path(__file__).resolve().parents[2] / "experiments" / "dqn_cartpole.yaml"
+    assert main(["run", str(cartpole), f"run.root={tmp_path}", "train.total_steps=600", "train.learning_starts=200",
+                 "run.eval_every=600", "run.checkpoint_every=600"]) == 0
+    [run_dir] = (tmp_path / "dqn_cartpole").iterdir()
+    assert main(["eval", str(run_dir), "--episodes", "3"]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["eval/episodes"] == 3.0 and result["step"] == 600

@@ -81,6 +81,8 @@ def test_bad_names_and_arguments() -> None:
         (ScheduleConfig(warmup_steps=2, warmup_start_factor=0.0), r"warmup_start_factor must lie in \(0, 1\]"),
         (ScheduleConfig(name="linear", final_factor=2.0), r"final_factor must lie in \[0, 1\]"),
         (ScheduleConfig(name="step", step_size=0), r"step_size must be at least 1"),
+        (ScheduleConfig(name="piecewise", milestones=[5, 3], factors=[0.5, 0.1]), r"increasing positive milestones"),
+        (ScheduleConfig(name="piecewise", milestones=[3], factors=[0.5, 0.1]), r"as many positive factors"),
     ],
 )
 def test_bad_schedules(schedule: ScheduleConfig, message: str) -> None:
@@ -129,6 +131,13 @@ def test_schedules_follow_their_formulas() -> None:
     step_warm = _lrs(ScheduleConfig(name="step", step_size=6, gamma=0.5, warmup_steps=3, warmup_start_factor=0.5),
                      total, base)
     assert step_warm == pytest.approx([base * f for f in _warmup(0.5, 3) + [0.5 ** (t // 6) for t in range(total - 3)]])
+
+    # The IWAE paper's stages: 3^i epochs at 10^(-i/7), here one step per epoch.
+    stages = [3**i for i in range(3)]
+    factors = [10 ** (-i / 7) for i in range(1, 3)]
+    milestones = [sum(stages[:i]) for i in range(1, 3)]
+    piecewise = _lrs(ScheduleConfig(name="piecewise", milestones=milestones, factors=factors), sum(stages), base)
+    assert piecewise == pytest.approx([base * 10 ** (-i / 7) for i, n in enumerate(stages) for _ in range(n)])
 
 
 def test_linear_and_cosine_reach_the_final_factor_at_the_last_step() -> None:

@@ -1,0 +1,138 @@
+"""Minibatches of a dataset held whole on the training device, and persistent sampling chains.
+
+MNIST as uint8 is 47 MB, so the whole training set lives on the device and an epoch is one device-side
+permutation: each batch is a slice of it, gathered, converted to float and binarized on the device,
+with no DataLoader workers and no per-item Python. Binarization follows the generative-model papers:
+
+- `dynamic`: a fresh Bernoulli draw with the grey level as probability every time a batch is drawn
+  (Burda et al. 2016), so the model never sees the same binary image twice;
+- `fixed`: one Bernoulli draw of the whole dataset with a fixed seed, reused every epoch;
+- `threshold`: grey level > threshold;
+- `none`: grey levels in [0, 1].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+
+BINARIZATIONS = ("dynamic", "fixed", "threshold", "none")
+
+
+def check_binarization(mode: str, threshold: float) -> None:
+    """Refuse an unknown mode or a threshold outside (0, 1) with one clear message."""
+    if mode not in BINARIZATIONS:
+        raise UserError(f"data.binarize: unknown mode {mode!r}; valid: {', '.join(BINARIZATIONS)}")
+    if not 0.0 < threshold < 1.0:
+        raise UserError(f"data.threshold must lie in (0, 1), got {threshold}")
+
+
+def unit_interval(images: torch.Tensor) -> torch.Tensor:
+    """uint8 grey levels -> float32 in [0, 1]."""
+    return images.to(torch.float32).div_(255.0)
+
+
+def bernoulli_draw(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One binary image per uint8 image, each pixel on with probability grey / 255 (float32 0/1)."""
+    return torch.bernoulli(unit_interval(images), generator=generator)
+
+
+def fixed_binarization(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """The one Bernoulli draw of `images` that `seed` fixes, as uint8 0/1 (same device)."""
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    return bernoulli_draw(images, generator).to(torch.uint8)
+
+
+def prepare(images: torch.Tensor, mode: str, threshold: float, generator: torch.Generator) -> torch.Tensor:
+    """uint8 images (already drawn once for `fixed`) -> the float32 tensor a model trains on."""
+    if mode == "dynamic":
+        return bernoulli_draw(images, generator)
+    if mode == "fixed":
+        return images.to(torch.float32)
+    if mode == "threshold":
+        return (images > round(threshold * 255)).to(torch.float32)
+    return unit_interval(images)
+
+
+class DeviceBatches:
+    """Shuffled minibatches of device-resident uint8 images, epoch after epoch, resumable exactly.
+
+    Every epoch is a permutation drawn on the device; a batch is `batch_size` consecutive entries of it
+    (the last partial batch of an epoch is dropped, so every batch has the same size). With `shard=(r,
+    n)` the batch is the r-th of n equal parts of a global batch of `batch_size * n` entries, so n data
+    parallel processes that share the seed draw disjoint parts of the same permutation.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, batch_size: int, mode: str = "dynamic", threshold: float = 0.5,
+        seed: int = 0, fixed_seed: int = 0, shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        check_binarization(mode, threshold)
+        rank, world = shard
+        global_batch = batch_size * world
+        if batch_size < 1 or global_batch > images.shape[0]:
+            raise UserError(
+                f"train.batch_size must lie in [1, {images.shape[0] // world}] for {images.shape[0]} images"
+                f"{f' over {world} processes' if world > 1 else ''}, got {batch_size}"
+            )
+        self.mode = mode
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.images = fixed_binarization(images, fixed_seed) if mode == "fixed" else images
+        self.device = images.device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.batches_per_epoch = images.shape[0] // global_batch
+        self._slice = slice(rank * batch_size, (rank + 1) * batch_size)
+        self._global_batch = global_batch
+        self.epoch = 0
+        self.position = 0
+        self.order = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        return torch.randperm(self.images.shape[0], device=self.device, generator=self.generator)
+
+    def next_indices(self) -> torch.Tensor:
+        """The dataset indices of the next batch (this shard's part), starting a new epoch when due."""
+        if self.position == self.batches_per_epoch:
+            self.epoch += 1
+            self.position = 0
+            self.order = self._permutation()
+        start = self.position * self._global_batch
+        self.position += 1
+        return self.order[start:start + self._global_batch][self._slice]
+
+    def next(self) -> torch.Tensor:
+        """The next batch as float32, binarized as the mode says."""
+        return prepare(self.images.index_select(0, self.next_indices()), self.mode, self.threshold, self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where in which epoch, the epoch's permutation and the generator: enough to continue exactly."""
+        return {"epoch": self.epoch, "position": self.position, "order": self.order,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.position = state["position"]
+        self.order = state["order"].to(self.device)
+        self.generator.set_state(state["generator"].cpu())
+
+
+class PersistentChains:
+    """The states of persistent Markov chains (PCD's fantasy particles) kept on the device between updates
+    and saved with the run, so a resumed run continues the same chains."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        self.states = states
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"states": self.states}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state["states"].shape != self.states.shape:
+            raise UserError(
+                f"persistent chains: the checkpoint holds {tuple(state['states'].shape)}, this run expects "
+                f"{tuple(self.states.shape)}"
+            )
+        self.states = state["states"].to(self.states.device, self.states.dtype)

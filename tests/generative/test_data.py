@@ -1,0 +1,148 @@
+"""MNIST-style data: IDX parsing, checksums, clear errors, downloads over file:// and a loopback HTTP server,
+the split, and the real MNIST files where they are present."""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import UserError
+from generative import data
+from generative.data import DataConfig, DatasetSpec, IdxFile, evaluation_images, load_images
+
+SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _idx(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, bytes]]:
+    """A 'tiny' dataset of 12 train and 4 test 28x28 images, published as .gz files in `server/`."""
+    rng = np.random.default_rng(0)
+    contents = {
+        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (12, 28, 28)), 2051),
+        "train-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 12), 2049),
+        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (4, 28, 28)), 2051),
+        "t10k-labels-idx1-ubyte.gz": _idx(rng.integers(0, 10, 4), 2049),
+    }
+    server = tmp_path / "server"
+    server.mkdir()
+    files = []
+    for name, content in contents.items():
+        packed = gzip.compress(content, mtime=0)
+        (server / name).write_bytes(packed)
+        files.append(IdxFile(name, hashlib.md5(packed).hexdigest(), hashlib.md5(content).hexdigest()))
+    spec = DatasetSpec("tiny", (server.as_uri() + "/",), *files)
+    monkeypatch.setitem(data.DATASETS, "tiny", spec)
+    return server, contents
+
+
+def _config(root: Path, **overrides) -> DataConfig:
+    return DataConfig(name="tiny", root=str(root), binarize="none", **overrides)
+
+
+def test_missing_files_are_downloaded_from_a_file_url_and_verified(tmp_path: Path, tiny_dataset) -> None:
+    server, contents = tiny_dataset
+    loaded = load_images(_config(tmp_path / "root"), torch.device("cpu"))
+    assert loaded.train.shape == (12, 1, 28, 28) and loaded.train.dtype == torch.uint8
+    expected = np.frombuffer(contents["train-images-idx3-ubyte.gz"][16:], dtype=np.uint8).reshape(12, 1, 28, 28)
+    assert torch.equal(loaded.train, torch.from_numpy(expected.copy()))
+    assert sorted(p.name for p in (tmp_path / "root" / "tiny").iterdir()) == sorted(contents)
+
+
+def test_download_from_a_loopback_http_server(tmp_path: Path, tiny_dataset, monkeypatch) -> None:
+    server_folder, _ = tiny_dataset
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(server_folder))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        spec = data.DATASETS["tiny"]._replace(mirrors=(f"http://127.0.0.1:{server.server_port}/",))
+        monkeypatch.setitem(data.DATASETS, "tiny", spec)
+        loaded = load_images(_config(tmp_path / "root"), torch.device("cpu"))
+    finally:
+        server.shutdown()
+    assert loaded.test.shape == (4, 1, 28, 28)
+
+
+def test_a_mirror_serving_a_corrupted_file_is_refused_and_leaves_nothing(tmp_path: Path, tiny_dataset) -> None:
+    server, _ = tiny_dataset
+    bad = tmp_path / "bad_mirror"
+    bad.mkdir()
+    for path in server.iterdir():
+        bad.joinpath(path.name).write_bytes(gzip.compress(b"not the data"))
+    with pytest.raises(UserError, match="could not download train-images-idx3-ubyte.gz.*checksum mismatch"):
+        data._download(data.DATASETS["tiny"].train_images, tmp_path / "root", [bad.as_uri()])
+    assert list((tmp_path / "root").iterdir()) == []
+    # With a good mirror after the bad one, the good copy is used.
+    loaded = load_images(_config(tmp_path / "root", mirrors=[bad.as_uri()]), torch.device("cpu"))
+    assert loaded.train.shape[0] == 12
+
+
+def test_no_network_message_says_where_to_put_the_files(tmp_path: Path, tiny_dataset, monkeypatch) -> None:
+    spec = data.DATASETS["tiny"]._replace(mirrors=("http://127.0.0.1:9/",))
+    monkeypatch.setitem(data.DATASETS, "tiny", spec)
+    with pytest.raises(UserError, match=r"could not download .*put train-images-idx3-ubyte.gz .* in .*root/tiny/"):
+        load_images(_config(tmp_path / "root"), torch.device("cpu"))
+    with pytest.raises(UserError, match="missing and data.download is false"):
+        load_images(_config(tmp_path / "root", download=False), torch.device("cpu"))
+
+
+def test_checksum_mismatch_wrong_magic_and_truncation(tmp_path: Path, tiny_dataset) -> None:
+    server, contents = tiny_dataset
+    root = tmp_path / "root" / "tiny"
+    root.mkdir(parents=True)
+    for name in contents:
+        root.joinpath(name).write_bytes(server.joinpath(name).read_bytes())
+    name = "train-images-idx3-ubyte.gz"
+    root.joinpath(name).write_bytes(gzip.compress(contents[name][:-1] + b"\x07"))
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz: checksum mismatch .* not used"):
+        load_images(_config(tmp_path / "root"), torch.device("cpu"))
+    with pytest.raises(UserError, match="wrong magic number 2049"):
+        data.parse_idx(contents["train-labels-idx1-ubyte.gz"], data.IMAGES_MAGIC, Path("labels"))
+    with pytest.raises(UserError, match="truncated"):
+        data.parse_idx(contents[name][:-10], data.IMAGES_MAGIC, Path("images"))
+
+
+def test_plain_idx_files_and_a_recompressed_copy_pass_by_content_digest(tmp_path: Path, tiny_dataset) -> None:
+    _, contents = tiny_dataset
+    root = tmp_path / "root" / "tiny"
+    root.mkdir(parents=True)
+    for index, (name, content) in enumerate(contents.items()):
+        if index % 2:
+            root.joinpath(name[:-3]).write_bytes(content)
+        else:
+            root.joinpath(name).write_bytes(gzip.compress(content, compresslevel=1))
+    assert load_images(_config(tmp_path / "root"), torch.device("cpu")).train_labels.shape == (12,)
+
+
+def test_validation_split_and_unknown_dataset(tmp_path: Path, tiny_dataset) -> None:
+    loaded = load_images(_config(tmp_path / "root", validation_size=3), torch.device("cpu"))
+    assert loaded.train.shape[0] == 9 and loaded.test.shape[0] == 3
+    with pytest.raises(UserError, match="validation_size must lie in"):
+        load_images(_config(tmp_path / "root", validation_size=12), torch.device("cpu"))
+    with pytest.raises(UserError, match=r"unknown dataset 'mnsit' \(did you mean 'mnist'"):
+        load_images(DataConfig(name="mnsit"), torch.device("cpu"))
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "mnist").is_dir(), reason="MNIST is not at ../shared/data/mnist")
+def test_real_mnist_loads_with_the_standard_split_and_a_fixed_evaluation_draw() -> None:
+    config = DataConfig(root=str(SHARED_MNIST), download=False)
+    mnist = load_images(config, torch.device("cpu"))
+    assert mnist.train.shape == (60000, 1, 28, 28) and mnist.test.shape == (10000, 1, 28, 28)
+    assert mnist.train_labels[:5].tolist() == [5, 0, 4, 1, 9] and mnist.test_labels[:3].tolist() == [7, 2, 1]
+    assert torch.bincount(mnist.test_labels).tolist()[1] == 1135
+    first, second = evaluation_images(mnist.test, config), evaluation_images(mnist.test, config)
+    assert torch.equal(first, second) and set(first.unique().tolist()) == {0.0, 1.0}
+    assert first.mean().item() == pytest.approx(mnist.test.float().mean().item() / 255, abs=0.002)
