@@ -1,0 +1,1 @@
+"""Figures of merit for generative models: likelihood bounds and estimates, sample quality."""
