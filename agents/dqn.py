@@ -121,11 +121,11 @@ class DQNAgent:
     def update(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One gradient step; returns the figures to log and the TD errors (for new priorities)."""
         loss, td_error, q_mean = td_loss(self.online, self.target, batch, self.config.double, self.config.loss)
-        grad_norm = self.optimizer.step(loss)
+        optimizer_figures = self.optimizer.step(loss)
         self.updates += 1
         if self.updates % self.config.target_update_every == 0 or self.config.tau < 1.0:
             self.sync_target()
-        return {"losses/td_loss": loss.detach(), "losses/q_values": q_mean, "charts/grad_norm": grad_norm}, td_error
+        return {"losses/td_loss": loss.detach(), "losses/q_values": q_mean, **optimizer_figures}, td_error
 
     @torch.no_grad()
     def sync_target(self) -> None:

@@ -128,9 +128,9 @@ class ClassifierTask(Task):
         indices = self._next_indices()
         logits = self.model(self.data.train_inputs[indices])
         loss = F.cross_entropy(logits, self.data.train_labels[indices])
-        grad_norm = self.optimizer.step(loss)
+        figures = self.optimizer.step(loss)
         self.step += 1
-        return {"losses/cross_entropy": loss.detach(), "charts/grad_norm": grad_norm}
+        return {"losses/cross_entropy": loss.detach(), **figures}
 
     @torch.no_grad()
     def evaluate(self, final: bool = False) -> dict[str, float]:

@@ -80,6 +80,10 @@ class Driver:
         self.last_eval: dict[str, float] = {}
         self.elapsed_s = 0.0
         self.saved_step = -1
+        # Figures of the steps since the last log point, summed on the device; saved in checkpoints so a
+        # resumed run logs exactly the points and averages an uninterrupted one does.
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, int] = {}
 
     def restore(self) -> bool:
         """Load the newest good checkpoint, if any; drop TensorBoard events logged after it."""
@@ -97,6 +101,7 @@ class Driver:
         self.last_train = dict(driver["last_train"])
         self.last_eval = dict(driver["last_eval"])
         self.elapsed_s = driver["elapsed_s"]
+        self.sums, self.counts = dict(driver.get("window_sums", {})), dict(driver.get("window_counts", {}))
         self.saved_step = self.task.step
         removed = trim_events_after(self.run.directory, self.task.step)
         log.info("resumed from %s at step %d%s", path.name, self.task.step,
@@ -114,6 +119,8 @@ class Driver:
                 "last_train": self.last_train,
                 "last_eval": self.last_eval,
                 "elapsed_s": self.elapsed_s,
+                "window_sums": self.sums,
+                "window_counts": self.counts,
             },
         }
         start = time.perf_counter()
@@ -128,8 +135,7 @@ class Driver:
             tb.hparams_start(flatten_config(self.run.config), list(task.summary_metrics))
         total = task.total_steps
         progress = Progress(total, task.step, settings.progress_every_s)
-        sums: dict[str, torch.Tensor | float] = {}
-        counts: dict[str, int] = {}
+        sums, counts = self.sums, self.counts
         window_start, window_step = time.perf_counter(), task.step
         session_start = time.perf_counter()
         sps = 0.0
@@ -149,7 +155,8 @@ class Driver:
                         averages = {tag: float(sums[tag]) / counts[tag] for tag in sums}
                         self.last_train.update(averages)
                         tb.scalars({**averages, "perf/sps": sps}, step)
-                        sums, counts = {}, {}
+                        sums.clear()
+                        counts.clear()
                         window_start, window_step = now, step
                     if crossed(before, step, settings.eval_every) or last:
                         self.last_eval = task.evaluate(final=last)

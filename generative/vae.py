@@ -119,6 +119,16 @@ class VAE(nn.Module):
         residual = (flat_images - outputs) * torch.exp(-log_scale)
         return (-0.5 * residual.pow(2) - log_scale - HALF_LOG_TWO_PI).sum(-1)
 
+    @staticmethod
+    def sample_posterior(mean: torch.Tensor, log_var: torch.Tensor, samples: int) -> torch.Tensor:
+        """`samples` reparameterised draws z = mean + sigma * eps per image, `[samples, B, latent]`."""
+        noise = torch.randn(samples, *mean.shape, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * log_var) * noise
+
+    def reconstruction_log_likelihood(self, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) of each image under each of its codes `[samples, B, latent]`, shaped `[samples, B]`."""
+        return self.log_likelihood(images.reshape(images.shape[0], -1), self.decode(z))
+
     def log_weights(
         self, images: torch.Tensor, samples: int, posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> LogWeights:
@@ -127,12 +137,9 @@ class VAE(nn.Module):
         `posterior` (mean, log variance) may be passed in so chunked evaluations encode each image once.
         """
         mean, log_var = posterior if posterior is not None else self.encode(images)
-        noise = torch.randn(samples, *mean.shape, device=mean.device, dtype=mean.dtype)
-        z = mean + torch.exp(0.5 * log_var) * noise
-        flat = images.reshape(images.shape[0], -1)
-        log_likelihood = self.log_likelihood(flat, self.decode(z))
+        z = self.sample_posterior(mean, log_var, samples)
         log_prior_ratio = standard_normal_log_density(z) - diagonal_normal_log_density(z, mean, log_var)
-        return LogWeights(log_likelihood, log_prior_ratio)
+        return LogWeights(self.reconstruction_log_likelihood(images, z), log_prior_ratio)
 
 
 def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:

@@ -108,27 +108,28 @@ class VAETask(Task):
     def train_step(self) -> dict[str, torch.Tensor]:
         train = self.config.train
         images = self.batches.next()
-        mean, log_var = self.model.encode(images)
-        weights = self.model.log_weights(images, train.samples, (mean, log_var))
+        model = self.model
+        mean, log_var = model.encode(images)
         beta = self._prior_weight()
+        kl = gaussian_kl(mean, log_var)
         if train.objective == "elbo":
             # The KL in closed form (Kingma & Welling's lower-variance estimator), warm-up weighted.
-            kl = gaussian_kl(mean, log_var)
-            reconstruction = -weights.log_likelihood.mean(0)
+            z = model.sample_posterior(mean, log_var, train.samples)
+            reconstruction = -model.reconstruction_log_likelihood(images, z).mean(0)
             objective = -(reconstruction + beta * kl).mean()
         else:
-            bound = iwae_bound(weights.log_likelihood + beta * weights.log_prior_ratio)
-            objective = bound.mean()
-            kl = gaussian_kl(mean, log_var).detach()
-            reconstruction = -weights.log_likelihood.detach().mean(0)
-        grad_norm = self.optimizer.step(-objective)
+            weights = model.log_weights(images, train.samples, (mean, log_var))
+            objective = iwae_bound(weights.log_likelihood + beta * weights.log_prior_ratio).mean()
+            reconstruction = -weights.log_likelihood.mean(0)
+        optimizer_figures = self.optimizer.step(-objective)
         self.step += 1
+        kl, reconstruction = kl.detach().mean(), reconstruction.detach().mean()
         figures = {
-            "losses/elbo": -(reconstruction + kl).detach().mean(),
-            "losses/kl": kl.detach().mean(),
-            "losses/reconstruction": reconstruction.detach().mean(),
-            "charts/grad_norm": grad_norm,
+            "losses/elbo": -(reconstruction + kl),
+            "losses/kl": kl,
+            "losses/reconstruction": reconstruction,
             "charts/epoch": float(self.batches.epoch),
+            **optimizer_figures,
         }
         if train.objective == "iwae":
             figures["losses/iwae_bound"] = objective.detach()

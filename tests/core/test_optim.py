@@ -153,7 +153,7 @@ def test_clipping_bounds_the_update_and_reports_the_raw_norm() -> None:
     weights = torch.nn.Parameter(torch.zeros(4))
     optimizer = Optimizer(OptimConfig(name="sgd", lr=1.0, grad_clip_norm=0.5), [weights], total_steps=1)
     target = torch.tensor([3.0, 0.0, 4.0, 0.0])
-    grad_norm = optimizer.step(-(weights * target).sum())  # gradient = -target, norm 5
+    grad_norm = optimizer.step(-(weights * target).sum())["charts/grad_norm"]  # gradient = -target, norm 5
     assert grad_norm.dim() == 0 and grad_norm.item() == pytest.approx(5.0)
     assert weights.detach().norm().item() == pytest.approx(0.5)
     assert torch.allclose(weights.detach(), target / 10)
@@ -172,7 +172,7 @@ def test_grad_norm_matches_one_computed_by_hand(clip: float | None) -> None:
 
     optimizer = Optimizer(OptimConfig(name="sgd", lr=1.0, grad_clip_norm=clip),
                           [*net.parameters(), *frozen.parameters()], total_steps=1)
-    grad_norm = optimizer.step(net(inputs).pow(2).sum())
+    grad_norm = optimizer.step(net(inputs).pow(2).sum())["charts/grad_norm"]
     assert grad_norm.dim() == 0 and grad_norm.item() == pytest.approx(by_hand, rel=1e-6)
     scale = 1.0 if clip is None or clip > by_hand else clip / by_hand
     for old, new, grad in zip(before, net.parameters(), grads):
@@ -214,3 +214,12 @@ def test_configs_are_omegaconf_structured() -> None:
     assert isinstance(config, OptimConfig) and isinstance(config.schedule, ScheduleConfig)
     assert config.momentum == 0.9 and config.betas == [0.5, 0.9] and config.schedule.gamma == 0.5
     assert config.nesterov is None and config.schedule.step_size == 1000
+
+
+def test_grad_norm_is_reported_every_norm_every_steps_unless_clipping() -> None:
+    weights = torch.nn.Parameter(torch.ones(3))
+    plain = Optimizer(OptimConfig(name="sgd", lr=0.1), [weights], total_steps=10, norm_every=4)
+    reported = [bool(plain.step(weights.sum())) for _ in range(9)]
+    assert reported == [True, False, False, False, True, False, False, False, True]
+    clipping = Optimizer(OptimConfig(name="sgd", lr=0.1, grad_clip_norm=1.0), [weights], total_steps=10, norm_every=4)
+    assert all("charts/grad_norm" in clipping.step(weights.sum()) for _ in range(5))

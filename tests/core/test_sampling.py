@@ -102,3 +102,15 @@ def test_persistent_chains_round_trip_and_refuse_other_shapes() -> None:
     assert torch.equal(copy.states, chains.states)
     with pytest.raises(UserError, match="persistent chains"):
         PersistentChains(torch.zeros(4, 3)).load_state_dict(chains.state_dict())
+
+
+def test_bernoulli_draw_has_every_grey_level_as_its_probability() -> None:
+    from core.sampling import bernoulli_draw
+
+    levels = torch.arange(256, dtype=torch.uint8).repeat(20000).view(20000, 256)
+    frequencies = bernoulli_draw(levels, torch.Generator().manual_seed(0)).mean(0)
+    expected = torch.arange(256) / 255
+    # Binomial noise of 20,000 draws: std <= 0.0036; 5 std over 256 levels.
+    assert (frequencies - expected).abs().max().item() < 0.018
+    assert frequencies[0].item() == 0.0 and frequencies[255].item() == 1.0
+    assert abs((frequencies - expected).mean().item()) < 0.001
