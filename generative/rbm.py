@@ -17,6 +17,12 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from core.errors import UserError
+from core.sampling import PersistentChains
+
+METHODS = ("cd", "pcd")
+LR_SCHEDULES = ("constant", "linear")
+
 
 @dataclass
 class RBMConfig:
@@ -27,6 +33,35 @@ class RBMConfig:
     mean_clip: float = 1e-3  # data means clipped to [clip, 1 - clip] before the initial log(p / (1 - p))
     centered: bool = False  # Montavon & Müller's centered energy, offsets tracking the data means
     centering_rate: float = 0.01  # sliding-average rate of the offsets (Melchior et al. 2016: 0.01)
+
+
+@dataclass
+class RBMTrainConfig:
+    """How an RBM learns; defaults are Hinton & Salakhutdinov's rbm.m (CD-1, the practical guide's momentum)."""
+
+    epochs: float = 50.0  # passes over the training images (rbm.m: 50)
+    batch_size: int = 100  # images per update
+    method: str = "cd"  # cd: chains restart at the data (CD-k) | pcd: persistent chains (Tieleman 2008)
+    gibbs_steps: int = 1  # k: block Gibbs sweeps per update
+    chains: int = 0  # persistent chains of pcd; 0 = batch_size
+    lr: float = 0.1  # step size on the mean gradient (rbm.m: 0.1)
+    lr_schedule: str = "constant"  # constant | linear (decays to 0 at the end of training, as Tieleman 2008)
+    momentum: float = 0.9  # momentum after the first momentum_epochs (practical guide: 0.9)
+    initial_momentum: float = 0.5  # momentum during the first momentum_epochs (practical guide: 0.5)
+    momentum_epochs: float = 5.0  # epochs at initial_momentum
+    weight_decay: float = 2e-4  # L2 penalty on the weights, not the biases (rbm.m: 0.0002)
+
+
+def check_train_config(config: RBMTrainConfig, key: str = "train") -> None:
+    """One clear UserError for a setting no RBM can train with."""
+    if config.method not in METHODS:
+        raise UserError(f"{key}.method: unknown {config.method!r}; valid: {', '.join(METHODS)}")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"{key}.lr_schedule: unknown {config.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+    if config.gibbs_steps < 1 or config.chains < 0 or config.epochs <= 0 or config.lr <= 0:
+        raise UserError(f"{key}: gibbs_steps must be >= 1, chains >= 0, epochs and lr > 0")
+    if not (0 <= config.momentum < 1 and 0 <= config.initial_momentum < 1) or config.weight_decay < 0:
+        raise UserError(f"{key}: momentum and initial_momentum must lie in [0, 1), weight_decay >= 0")
 
 
 def logit(probabilities: torch.Tensor, clip: float) -> torch.Tensor:
@@ -79,13 +114,21 @@ class RBM:
         return (self.weights, self.visible_bias - self.weights @ self.hidden_offset,
                 self.hidden_bias - self.visible_offset @ self.weights)
 
+    def hidden_logits(self, visible: torch.Tensor) -> torch.Tensor:
+        """c + (v - mu)^T W: the log-odds of each hidden unit given v, `[N, hidden]`."""
+        return torch.addmm(self.hidden_bias, visible - self.visible_offset, self.weights)
+
+    def visible_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """b + W (h - lambda): the log-odds of each visible unit given h, `[N, visible]`."""
+        return torch.addmm(self.visible_bias, hidden - self.hidden_offset, self.weights.T)
+
     def hidden_probabilities(self, visible: torch.Tensor) -> torch.Tensor:
-        """p(h_j = 1 | v) = sigmoid(c_j + (v - mu)^T W_j), `[N, hidden]`."""
-        return torch.sigmoid(torch.addmm(self.hidden_bias, visible - self.visible_offset, self.weights))
+        """p(h_j = 1 | v), `[N, hidden]`."""
+        return torch.sigmoid(self.hidden_logits(visible))
 
     def visible_probabilities(self, hidden: torch.Tensor) -> torch.Tensor:
-        """p(v_i = 1 | h) = sigmoid(b_i + W_i (h - lambda)), `[N, visible]`."""
-        return torch.sigmoid(torch.addmm(self.visible_bias, hidden - self.hidden_offset, self.weights.T))
+        """p(v_i = 1 | h), `[N, visible]`."""
+        return torch.sigmoid(self.visible_logits(hidden))
 
     def free_energy(self, visible: torch.Tensor) -> torch.Tensor:
         """F(v) = -log sum_h exp(-E(v, h)) of the standard form: -b^T v - sum_j softplus(c_j + v^T W_j), `[N]`."""
@@ -198,3 +241,53 @@ def reconstruction_error(rbm: RBM, visible: torch.Tensor, hidden: torch.Tensor,
     probabilities (Hinton's guide, section 5): cheap to watch, but no measure of the likelihood."""
     reconstruction = rbm.visible_probabilities(bernoulli(hidden, generator))
     return (visible - reconstruction).square().sum(dim=1).mean()
+
+
+class RBMTrainer:
+    """One RBM's training by CD-k or PCD: the negative phase's chains, the momentum update and the schedule
+    of the step size and momentum over `total_steps` updates."""
+
+    def __init__(self, rbm: RBM, config: RBMTrainConfig, model: RBMConfig, total_steps: int,
+                 batches_per_epoch: int, generator: torch.Generator) -> None:
+        self.rbm = rbm
+        self.config = config
+        self.centering_rate = model.centering_rate if model.centered else 0.0
+        self.total_steps = total_steps
+        self.momentum_steps = round(config.momentum_epochs * batches_per_epoch)
+        self.generator = generator
+        self.update = MomentumUpdate(rbm)
+        self.chains: Optional[PersistentChains] = None
+        if config.method == "pcd":
+            # Started as samples of the pixels-independent model the initial biases define.
+            start = torch.sigmoid(rbm.standard_form()[1]).expand(config.chains or config.batch_size, -1)
+            self.chains = PersistentChains(bernoulli(start, generator))
+
+    def schedule(self, step: int) -> tuple[float, float]:
+        """(step size, momentum) of update number `step` (0-based)."""
+        config = self.config
+        lr = config.lr * (1.0 - step / self.total_steps if config.lr_schedule == "linear" else 1.0)
+        return lr, config.initial_momentum if step < self.momentum_steps else config.momentum
+
+    def step(self, data: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """One update on a batch of flat binary `data`; the batch's reconstruction error, on the device."""
+        rbm, generator, steps = self.rbm, self.generator, self.config.gibbs_steps
+        data_hidden = rbm.hidden_probabilities(data)
+        if self.chains is None:
+            samples = rbm.gibbs(data, steps, generator, first_hidden=data_hidden)
+        else:
+            samples = rbm.gibbs(self.chains.states, steps, generator)
+            self.chains.states = samples
+        gradient = gradient_statistics(rbm, data, samples, data_hidden)
+        error = reconstruction_error(rbm, data, data_hidden, generator)
+        lr, momentum = self.schedule(step)
+        self.update.apply(rbm, gradient, lr, momentum, self.config.weight_decay, self.centering_rate)
+        return {"losses/reconstruction": error}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"update": self.update.state_dict(),
+                "chains": None if self.chains is None else self.chains.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.update.load_state_dict(state["update"])
+        if self.chains is not None:
+            self.chains.load_state_dict(state["chains"])

@@ -65,13 +65,13 @@ def ais_log_partition(rbm: RBM, base_biases: torch.Tensor, runs: int = 100,
     betas = annealing_schedule(temperatures).tolist()
     visible = bernoulli(torch.sigmoid(base).expand(runs, -1), generator)
     log_weights = torch.zeros(runs, dtype=torch.float64, device=weights.device)
+    bias_difference = visible_bias - base
     for previous, beta in zip(betas[:-1], betas[1:]):
         hidden_input = torch.addmm(hidden_bias, visible, weights)
         # log p_k*(v) - log p_{k-1}*(v), as a difference of like terms in float64: the ~14,500 small
         # increments would otherwise drown in the rounding of two large float32 sums.
-        bias_terms = (visible @ visible_bias - visible @ base).double()
         wide_input = hidden_input.double()
-        log_weights += (beta - previous) * bias_terms
+        log_weights += (beta - previous) * (visible @ bias_difference).double()
         log_weights += (F.softplus(beta * wide_input) - F.softplus(previous * wide_input)).sum(dim=1)
         if beta < 1.0:
             # One Gibbs sweep leaving p_k invariant: hiddens see the weights scaled by beta, visibles

@@ -1,0 +1,296 @@
+"""The `rbm` and `dbn` tasks: an RBM, or a greedy stack of them, trained by CD-k or PCD on device-resident
+images, with the test log-likelihood estimated by AIS (Salakhutdinov & Murray 2008).
+
+Both are one trainer over a list of layers: the RBM is a stack of one. A step is one update of the layer
+being trained; layer l trains for its epochs, then layer l + 1 starts on what layer l makes of the data.
+During training an evaluation runs a short AIS (`eval.quick_ais_*`, tags ending in `_quick`); the final
+one (and `rlgen eval`) the paper's 100 runs over 14,500 temperatures. Both log Gibbs-chain grids and filters.
+"""
+from __future__ import annotations
+
+import bisect
+from abc import abstractmethod
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+
+from core.config import ExperimentConfig, RunConfig
+from core.errors import UserError
+from core.images import make_grid
+from core.run import Run
+from core.sampling import DeviceBatches, prepare
+from core.task import TASKS, Task
+from generative.data import DataConfig, evaluation_images, load_images
+from generative.dbn import DBN, DBNLayerConfig, check_propagation, layer_train_config
+from generative.metrics.ais import (ais_log_partition, base_rate_biases, exact_log_partition, mean_log_likelihood,
+                                    mean_reconstruction_error, pseudo_log_likelihood)
+from generative.rbm import RBM, RBMConfig, RBMTrainConfig, RBMTrainer, bernoulli, check_train_config
+
+# Enumerating 2^20 states of the smaller layer takes about a second; beyond that only AIS.
+EXACT_UNITS = 20
+# Training images binarized and passed up at once when a layer's mean input is measured.
+INPUT_CHUNK = 10000
+
+
+@dataclass
+class RBMEvalConfig:
+    """The log-likelihood estimate and the image grids."""
+
+    ais_runs: int = 100  # AIS runs of the final estimate (Salakhutdinov & Murray: 100)
+    ais_temperatures: int = 14500  # intervals of the final schedule (the paper's 14,500)
+    quick_ais_runs: int = 20  # AIS runs during training
+    quick_ais_temperatures: int = 1000  # intervals during training, spread over the paper's three segments
+    images: int = 0  # test images of the log-likelihood; 0 = all
+    grid_chains: int = 10  # Gibbs chains per sample grid, one row each
+    grid_snapshots: int = 10  # images of each chain, one every grid_gibbs_steps sweeps
+    grid_gibbs_steps: int = 200  # Gibbs sweeps between two images of a chain
+    filters: int = 100  # hidden units whose weights are shown as image-shaped filters
+
+
+@dataclass
+class RBMExperimentConfig(ExperimentConfig):
+    """An RBM experiment: data, model, training and evaluation."""
+
+    task: str = "rbm"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: RBMConfig = field(default_factory=RBMConfig)
+    train: RBMTrainConfig = field(default_factory=RBMTrainConfig)
+    eval: RBMEvalConfig = field(default_factory=RBMEvalConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(log_every=100, eval_every=6000, checkpoint_every=6000))
+
+
+def _paper_layers() -> list[DBNLayerConfig]:
+    return [DBNLayerConfig(hidden=500), DBNLayerConfig(hidden=500), DBNLayerConfig(hidden=2000)]
+
+
+@dataclass
+class DBNModelConfig:
+    """The stack, bottom first (Hinton, Osindero & Teh 2006: 784-500-500-2000)."""
+
+    layers: List[DBNLayerConfig] = field(default_factory=_paper_layers)  # one RBM per entry
+    propagate: str = "probabilities"  # what a layer trains on: probabilities | samples of the hidden units below
+
+
+@dataclass
+class DBNExperimentConfig(ExperimentConfig):
+    """A deep belief net experiment; `train` applies to every layer unless the layer says otherwise."""
+
+    task: str = "dbn"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: DBNModelConfig = field(default_factory=DBNModelConfig)
+    train: RBMTrainConfig = field(default_factory=RBMTrainConfig)
+    eval: RBMEvalConfig = field(default_factory=RBMEvalConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(log_every=100, eval_every=6000, checkpoint_every=6000))
+
+
+def _check_eval(settings: RBMEvalConfig) -> None:
+    counts = (settings.ais_runs, settings.quick_ais_runs, settings.grid_chains, settings.grid_snapshots)
+    if min(counts) < 1 or settings.images < 0 or settings.filters < 0 or settings.grid_gibbs_steps < 0:
+        raise UserError("eval: ais_runs, quick_ais_runs, grid_chains and grid_snapshots must be >= 1; images, "
+                        "filters and grid_gibbs_steps >= 0")
+    if min(settings.ais_temperatures, settings.quick_ais_temperatures) < 3:
+        raise UserError("eval: ais_temperatures and quick_ais_temperatures must be >= 3 (one per schedule segment)")
+
+
+class LayerwiseTask(Task):
+    """Greedy layer-by-layer training of a stack of RBMs and its evaluation; subclasses name the layers."""
+
+    loglik_tag = "eval/test_loglik"
+
+    def __init__(self, config: Any, run: Run, device: torch.device) -> None:
+        super().__init__(config, run, device)
+        self.layer_configs = self._layers()
+        for index, (model, train) in enumerate(self.layer_configs):
+            check_train_config(train, self._settings_key(index))
+            if model.hidden < 1 or not 0 < model.mean_clip < 0.5 or not 0 <= model.centering_rate <= 1:
+                raise UserError("model: hidden must be >= 1, mean_clip in (0, 0.5), centering_rate in [0, 1]")
+        _check_eval(config.eval)
+        self.data = load_images(config.data, device)
+        self.image_shape = tuple(self.data.train.shape[1:])
+        self.batches = DeviceBatches(self.data.train, config.train.batch_size, config.data.binarize,
+                                     config.data.threshold, seed=config.seed, fixed_seed=config.data.fixed_seed)
+        self.test_images = evaluation_images(self.data.test, config.data).flatten(1)
+        steps = [max(1, round(train.epochs * self.batches.batches_per_epoch)) for _, train in self.layer_configs]
+        self.layer_ends = [sum(steps[:index + 1]) for index in range(len(steps))]
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.input_means: dict[int, torch.Tensor] = {}
+        self.dbn = DBN([])
+        self._start_layer(0)
+
+    @abstractmethod
+    def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
+        """Each layer's RBM config and training settings, bottom first."""
+
+    def _settings_key(self, index: int) -> str:
+        """Where the training settings of layer `index` come from, for error messages."""
+        return "train"
+
+    @property
+    def total_steps(self) -> int:
+        return self.layer_ends[-1]
+
+    @property
+    def sample_inputs(self) -> bool:
+        return False
+
+    def _layer_start(self, index: int) -> int:
+        return self.layer_ends[index - 1] if index else 0
+
+    def _trainer(self, index: int) -> RBMTrainer:
+        model, train = self.layer_configs[index]
+        steps = self.layer_ends[index] - self._layer_start(index)
+        return RBMTrainer(self.dbn.layers[index], train, model, steps, self.batches.batches_per_epoch, self.generator)
+
+    @torch.no_grad()
+    def _input_mean(self, depth: int) -> torch.Tensor:
+        """Mean over the training images of what layer `depth` sees: pixel means at the bottom."""
+        if depth not in self.input_means:
+            if depth == 0:
+                self.input_means[0] = self.data.pixel_means.flatten()
+            else:
+                # Its own generator: evaluations must not move the training's random numbers.
+                generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+                mode, threshold, images = self.config.data.binarize, self.config.data.threshold, self.batches.images
+                total = torch.zeros(self.dbn.layers[depth - 1].hidden, device=self.device)
+                for start in range(0, images.shape[0], INPUT_CHUNK):
+                    chunk = prepare(images[start:start + INPUT_CHUNK], mode, threshold, generator).flatten(1)
+                    total += self.dbn.mean_input(chunk, depth, self.sample_inputs, generator) * chunk.shape[0]
+                self.input_means[depth] = total / images.shape[0]
+        return self.input_means[depth]
+
+    def _start_layer(self, index: int) -> None:
+        """A new top RBM on what the layers below make of the data, initialised from its mean input."""
+        model, _ = self.layer_configs[index]
+        self.dbn.layers.append(RBM.initialise(self._input_mean(index), model, self.generator))
+        self.trainer = self._trainer(index)
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        layer = bisect.bisect_right(self.layer_ends, self.step)
+        if layer == len(self.dbn.layers):
+            self._start_layer(layer)
+        data = self.dbn.up(self.batches.next().flatten(1), layer, self.sample_inputs, self.generator)
+        local_step = self.step - self._layer_start(layer)
+        figures: dict[str, Any] = self.trainer.step(data, local_step)
+        lr, momentum = self.trainer.schedule(local_step)
+        self.step += 1
+        figures.update({"charts/epoch": float(self.batches.epoch), "charts/lr": lr, "charts/momentum": momentum})
+        if len(self.layer_configs) > 1:
+            figures["charts/layer"] = float(layer)
+        return figures
+
+    @torch.no_grad()
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        settings, top = self.config.eval, self.dbn.layers[-1]
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
+        depth = len(self.dbn.layers) - 1
+        base = base_rate_biases(self._input_mean(depth), self.layer_configs[depth][0].mean_clip)
+        runs, temperatures = ((settings.ais_runs, settings.ais_temperatures) if final
+                              else (settings.quick_ais_runs, settings.quick_ais_temperatures))
+        start = time.perf_counter()
+        estimate = ais_log_partition(top, base, runs, temperatures, generator)
+        seconds = time.perf_counter() - start
+        images = self.test_images[:settings.images or None]
+        suffix = "" if final else "_quick"
+        metrics = {f"eval/log_z{suffix}": estimate.log_z,
+                   f"{self.loglik_tag}{suffix}": self._log_likelihood(images, estimate.log_z, generator)}
+        if final:
+            metrics.update({"eval/log_z_low": estimate.low, "eval/log_z_high": estimate.high,
+                            "eval/ais_runs": float(runs), "eval/ais_temperatures": float(temperatures),
+                            "eval/ais_seconds": seconds, "eval/test_images": float(images.shape[0])})
+        if min(top.visible, top.hidden) <= EXACT_UNITS:
+            exact = exact_log_partition(top).item()
+            metrics.update({"eval/log_z_exact": exact,
+                            f"{self.loglik_tag}_exact": self._log_likelihood(images, exact, generator)})
+        if depth == 0:
+            metrics["eval/test_pseudo_loglik"] = pseudo_log_likelihood(top, images, generator)
+            metrics["eval/test_reconstruction"] = mean_reconstruction_error(top, images, generator)
+        self._log_grids(generator)
+        return metrics
+
+    def _log_likelihood(self, images: torch.Tensor, log_z: float, generator: torch.Generator) -> float:
+        if len(self.dbn.layers) == 1:
+            return mean_log_likelihood(self.dbn.layers[0], images, log_z)
+        return float(self.dbn.log_likelihood_bound(images, log_z, generator).mean())
+
+    def _chain_grid(self, starts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One row per chain of the top RBM: its state shown every grid_gibbs_steps sweeps, passed down."""
+        settings, top = self.config.eval, self.dbn.layers[-1]
+        frames, states = [], starts
+        for _ in range(settings.grid_snapshots):
+            states = top.gibbs(states, settings.grid_gibbs_steps, generator)
+            frames.append(self.dbn.sample(states, 0, generator))
+        return torch.stack(frames, dim=1)
+
+    def _log_grids(self, generator: torch.Generator) -> None:
+        """Chains from noise and from test digits (the digits in the first column), and the first filters."""
+        settings, tb, top = self.config.eval, self.run.tb, self.dbn.layers[-1]
+        depth, count, columns = len(self.dbn.layers) - 1, settings.grid_chains, settings.grid_snapshots
+        noise = bernoulli(torch.full((count, top.visible), 0.5, device=self.device), generator)
+        tb.image("samples/chains_from_noise", self._grid(self._chain_grid(noise, generator), columns), self.step)
+        digits = self.test_images[:count]
+        from_test = self._chain_grid(self.dbn.up(digits, depth, True, generator), generator)
+        tb.image("samples/chains_from_test",
+                 self._grid(torch.cat([digits[:, None], from_test], dim=1), columns + 1), self.step)
+        if settings.filters:
+            weights = self.dbn.layers[0].weights[:, :settings.filters].T
+            low, high = weights.min(dim=1, keepdim=True).values, weights.max(dim=1, keepdim=True).values
+            filters = (weights - low) / (high - low).clamp_min(1e-12)
+            tb.image("samples/filters", self._grid(filters.unsqueeze(0), int(math.sqrt(settings.filters)) or 1),
+                     self.step)
+
+    def _grid(self, rows: torch.Tensor, columns: int) -> torch.Tensor:
+        """`[rows, columns, pixels]` -> one image grid of image-shaped tiles."""
+        return make_grid(rows.flatten(0, 1).reshape(-1, *self.image_shape), columns=columns)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"layers": [layer.state_dict() for layer in self.dbn.layers], "trainer": self.trainer.state_dict(),
+                "batches": self.batches.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["layers"]) > len(self.layer_configs):
+            raise UserError(f"the checkpoint holds {len(state['layers'])} layers; this config has "
+                            f"{len(self.layer_configs)}")
+        self.dbn = DBN([RBM.from_state_dict(layer, self.device) for layer in state["layers"]])
+        self.input_means = {}
+        self.trainer = self._trainer(len(self.dbn.layers) - 1)
+        self.trainer.load_state_dict(state["trainer"])
+        self.batches.load_state_dict(state["batches"])
+        self.generator.set_state(state["generator"].cpu())
+
+
+@TASKS.register("rbm")
+class RBMTask(LayerwiseTask):
+    """A Bernoulli-Bernoulli RBM on binarized images, trained by CD-k or PCD."""
+
+    Config = RBMExperimentConfig
+    summary_metrics = ("eval/test_loglik", "eval/log_z", "eval/test_pseudo_loglik")
+
+    def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
+        return [(self.config.model, self.config.train)]
+
+
+@TASKS.register("dbn")
+class DBNTask(LayerwiseTask):
+    """A deep belief net trained greedily; its log-likelihood is the variational lower bound's estimate."""
+
+    Config = DBNExperimentConfig
+    summary_metrics = ("eval/test_loglik_bound", "eval/log_z")
+    loglik_tag = "eval/test_loglik_bound"
+
+    def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
+        model = self.config.model
+        check_propagation(model.propagate)
+        if not model.layers:
+            raise UserError("model.layers: a DBN needs at least one layer")
+        check_train_config(self.config.train)
+        return [(layer, layer_train_config(self.config.train, layer)) for layer in model.layers]
+
+    def _settings_key(self, index: int) -> str:
+        return f"model.layers[{index}]"
+
+    @property
+    def sample_inputs(self) -> bool:
+        return self.config.model.propagate == "samples"
