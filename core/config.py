@@ -10,7 +10,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -154,6 +154,19 @@ def _check_keys(data: Any, schema: type, prefix: str, source: str) -> None:
             )
         if _is_dataclass_type(types[key]):
             _check_keys(value, types[key], dotted, source)
+        item_type = _list_item_type(types[key])
+        if item_type is not None and isinstance(value, list):
+            for index, item in enumerate(value):
+                _check_keys(item, item_type, f"{dotted}[{index}]", source)
+
+
+def _list_item_type(annotation: Any) -> Optional[type]:
+    """The dataclass of a `List[SomeConfig]` field (the DBN's layers), else None."""
+    if typing.get_origin(annotation) in (list, List):
+        arguments = typing.get_args(annotation)
+        if arguments and _is_dataclass_type(arguments[0]):
+            return arguments[0]
+    return None
 
 
 def _annotation_at(schema: type, dotted: str) -> Any:

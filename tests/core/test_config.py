@@ -25,6 +25,7 @@ class _Toy(ExperimentConfig):
     optim: _Optim = field(default_factory=_Optim)
     steps: int = 10
     hidden: List[int] = field(default_factory=lambda: [4, 4])
+    layers: List[_Optim] = field(default_factory=list)
 
 
 _SCHEMAS: Registry[type] = Registry("test task")
@@ -186,3 +187,12 @@ def test_flatten_config_for_hparams(tmp_path: Path) -> None:
     flat = flatten_config(config)
     assert flat["optim.lr"] == pytest.approx(1e-3)
     assert flat["hidden"] == "[4, 4]" and flat["optim.betas"] == "None" and flat["run.root"] == "runs"
+
+
+def test_unknown_key_inside_a_list_of_sections(tmp_path: Path) -> None:
+    path = _write(tmp_path, "task: toy\nlayers:\n  - {name: sgd}\n  - {nmae: sgd}\n")
+    with pytest.raises(UserError, match=r"unknown key 'layers\[1\]\.nmae' \(did you mean 'name'\?\); valid keys of "
+                                        r"'layers\[1\]': name, lr, betas"):
+        _load(path)
+    good = _write(tmp_path, "task: toy\n", "good.yaml")
+    assert [layer.name for layer in _load(good, "layers=[{name: sgd}, {lr: 0.5}]").layers] == ["sgd", "adam"]
