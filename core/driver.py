@@ -16,7 +16,8 @@ from typing import Any, Optional
 import torch
 
 from core.config import flatten_config
-from core.device import resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state, set_threads
+from core.device import (flush_denormals, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
+                         set_threads)
 from core.errors import UserError
 from core.progress import Progress
 from core.run import Run, write_json_atomic
@@ -63,6 +64,7 @@ def build_task(run: Run) -> Task:
     seed_everything(config.seed)
     set_deterministic(config.deterministic)
     set_threads(config.threads)
+    flush_denormals()
     return TASKS.get(config.task)(config, run, device)
 
 

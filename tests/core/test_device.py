@@ -53,3 +53,14 @@ def test_deterministic_switch() -> None:
     finally:
         set_deterministic(False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_flush_denormals_zeroes_values_below_the_smallest_normal_float() -> None:
+    from core.device import flush_denormals
+
+    tiny = torch.tensor([1e-39, 1e-30], dtype=torch.float32)
+    try:
+        flush_denormals()
+        assert (tiny * 1.0).tolist() == [0.0, pytest.approx(1e-30)]
+    finally:
+        torch.set_flush_denormal(False)
