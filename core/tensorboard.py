@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -52,7 +52,7 @@ class TensorBoardLog:
         """A (C, H, W) image with values in [0, 1]."""
         self.writer.add_image(check_tag(tag), image.detach().float().clamp(0, 1).cpu(), step)
 
-    def histogram(self, tag: str, values: torch.Tensor, step: int, bins: str | int = "auto") -> None:
+    def histogram(self, tag: str, values: torch.Tensor, step: int, bins: str | int | Sequence[float] = "auto") -> None:
         self.writer.add_histogram(check_tag(tag), values.detach().float().cpu(), step, bins=bins)
 
     def video(self, tag: str, frames: torch.Tensor, step: int, fps: int = 15) -> None:

@@ -1,0 +1,124 @@
+"""The gan task end to end on real MNIST with tiny networks: it trains with finite losses, logs the grid and the
+class histogram, evaluates, resumes exactly with the checkpoint's fixed latents, and a diverged run stops with
+a clear message before the bad state reaches a checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from core.checkpoint import atomic_save, load_file
+from core.cli import main
+from generative import gan_task, mnist_classifier
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+GAN_MNIST = str(ROOT / "experiments" / "gan_mnist.yaml")
+WGAN_GP_MNIST = str(ROOT / "experiments" / "wgan_gp_mnist.yaml")
+# The same quick judge as test_fid.py's, at the same path, so a session trains it once.
+QUICK_JUDGE = ("train.steps=300", "train.batch_size=64", "model.hidden=[16,32,64]", "run.eval_every=1000",
+               "run.log_every=100")
+TINY = ("threads=1", "model.width=8", "train.batch_size=32", "eval.samples=300", "eval.quick_samples=200",
+        "eval.grid_images=16", "run.log_every=5")
+
+
+@pytest.fixture(scope="session")
+def judge_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (DATA / "mnist").is_dir():
+        pytest.skip("MNIST is not at ../shared/data/mnist")
+    torch.set_num_threads(1)
+    path = tmp_path_factory.getbasetemp() / "judge" / "mnist_cnn.pt"
+    mnist_classifier.ensure_judge(path, str(DATA), torch.device("cpu"), 1, QUICK_JUDGE)
+    return path
+
+
+def _run(tmp_path: Path, judge: Path, experiment: str, *overrides: str, code: int = 0) -> Path:
+    arguments = ["run", experiment, f"run.root={tmp_path}", f"data.root={DATA}", f"eval.classifier={judge}"]
+    assert main([*arguments, *TINY, *overrides]) == code
+    [run_dir] = (tmp_path / Path(experiment).stem).iterdir()
+    return run_dir
+
+
+def test_short_dcgan_run_logs_finite_losses_grid_histogram_and_scores(tmp_path: Path, judge_file: Path) -> None:
+    run_dir = _run(tmp_path, judge_file, GAN_MNIST, "train.epochs=0.016", "run.eval_every=20",
+                   "run.checkpoint_every=20")
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
+    events.Reload()
+    assert [event.step for event in events.Images("samples/fixed_grid")] == [20, 30]
+    assert [event.step for event in events.Histograms("eval/class_histogram")] == [20, 30]
+    for tag in ("losses/generator", "losses/discriminator", "charts/d_real", "charts/d_fake"):
+        values = [event.value for event in events.Scalars(tag)]
+        assert len(values) == 6 and all(torch.isfinite(torch.tensor(values))), tag
+    assert [event.step for event in events.Scalars("eval/fid_quick")] == [20]
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == [
+        "step-000000000020.pt", "step-000000000030.pt"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval/fid"] > summary["eval/fid_real_floor"] > 0 and summary["eval/fid_samples"] == 300
+    assert 0 <= summary["eval/mode_kl"] <= 2.31 and 1 <= summary["eval/inception_score"] <= 10
+
+    assert main(["eval", str(run_dir), "eval.samples=100"]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["step"] == 30 and result["eval/fid_samples"] == 100 and "eval/mode_kl" in result
+
+
+def test_wgan_gp_run_with_weight_average_logs_critic_and_penalty(tmp_path: Path, judge_file: Path) -> None:
+    run_dir = _run(tmp_path, judge_file, WGAN_GP_MNIST, "train.epochs=0.05", "train.ema_decay=0.9",
+                   "run.eval_every=1000")
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("losses/generator", "losses/critic", "losses/gradient_penalty", "losses/wasserstein_estimate"):
+        assert all(torch.isfinite(torch.tensor([event.value for event in events.Scalars(tag)]))), tag
+    state = load_file(run_dir / "checkpoints" / "step-000000000019.pt")["task"]
+    assert state["batches"]["position"] == 19 * 5  # five critic batches per generator update
+    assert "ema" in state and not torch.equal(state["ema"]["layers.1.weight"], state["generator"]["layers.1.weight"])
+
+
+@pytest.mark.parametrize("check_every", [1, 50])
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+        tmp_path: Path, judge_file: Path, monkeypatch: pytest.MonkeyPatch, capsys, check_every: int) -> None:
+    calls = []
+    original = gan_task.discriminator_loss
+
+    def poisoned(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """The true loss for five updates, then NaN: a discriminator that blew up at update 6."""
+        calls.append(1)
+        loss = original(real_logits, fake_logits)
+        return loss * float("nan") if len(calls) >= 6 else loss
+
+    monkeypatch.setattr(gan_task, "discriminator_loss", poisoned)
+    run_dir = _run(tmp_path, judge_file, GAN_MNIST, "train.epochs=0.016", "run.checkpoint_every=4",
+                   "run.eval_every=1000", f"train.check_every={check_every}", code=2)
+    error = capsys.readouterr().err
+    assert "training diverged at generator update 6" in error
+    assert "the last good checkpoint, step-000000000004.pt, is kept" in error
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["step-000000000004.pt"]
+    kept = load_file(run_dir / "checkpoints" / "step-000000000004.pt")["task"]
+    assert all(torch.isfinite(tensor).all() for tensor in kept["generator"].values())
+
+
+def test_resume_keeps_the_fixed_latents_and_ends_with_the_uninterrupted_parameters(
+        tmp_path: Path, judge_file: Path) -> None:
+    run_dir = _run(tmp_path, judge_file, GAN_MNIST, "train.epochs=0.0107", "run.checkpoint_every=10",
+                   "run.eval_every=1000")
+    checkpoints = run_dir / "checkpoints"
+    final = checkpoints / "step-000000000020.pt"
+    uninterrupted = load_file(final)["task"]
+    middle = load_file(checkpoints / "step-000000000010.pt")
+    middle["task"]["fixed_latents"] = -middle["task"]["fixed_latents"]  # latents the seed would not draw again
+    atomic_save(middle, checkpoints / "step-000000000010.pt")
+    final.unlink()  # as if killed between checkpoint 10 and the end
+    assert main(["resume", str(run_dir)]) == 0
+    resumed = load_file(final)["task"]
+    assert torch.equal(resumed["fixed_latents"], middle["task"]["fixed_latents"])
+    for network in ("generator", "discriminator"):
+        for name, tensor in uninterrupted[network].items():
+            assert torch.equal(resumed[network][name], tensor), (network, name)
+
+
+def test_bad_gan_settings_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["run", GAN_MNIST, f"run.root={tmp_path}", "model.loss=wgan"]) == 2
+    assert "model.loss: unknown 'wgan'" in capsys.readouterr().err
+    assert gan_task.GANTask.Config().model.loss == "dcgan"
