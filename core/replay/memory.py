@@ -300,10 +300,12 @@ class ReplayMemory:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Contents and sampling state as tensors and primitives; the tensors are the memory's own, not copies."""
+        """Contents and sampling state as tensors and primitives; the tensors are the memory's own, not copies,
+        except while the ring is at most half full: then copies of the rows written so far."""
+        partial = self._rows_written <= self.rows // 2
         return {
             "structure": self._structure(),
-            "storage": self.storage.state_dict(),
+            "storage": self.storage.state_dict(rows=self._rows_written if partial else None),
             "tree": self.tree.state_dict(),
             "max_priority": self.max_priority,
             "generator": self.generator.get_state(),

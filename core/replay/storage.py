@@ -82,9 +82,13 @@ class StepStorage:
         shape = window.shape if self.frame_stack > 1 else positions.shape
         return frames.view(*shape, *frames.shape[1:])
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The storage tensors themselves, not copies: saving 1M frames needs no second copy in memory."""
-        return {
+    def state_dict(self, rows: int | None = None) -> dict[str, torch.Tensor]:
+        """The storage tensors themselves, not copies: saving 1M frames needs no second copy in memory.
+
+        With `rows`, copies of only the first `rows` rows instead (a ring not yet half full saves what it
+        holds rather than gigabytes of zeros).
+        """
+        tensors = {
             "frames": self.frames_and_blank,
             "action": self.action,
             "reward": self.reward,
@@ -92,8 +96,13 @@ class StepStorage:
             "is_first": self.is_first,
             "is_last": self.is_last,
         }
+        if rows is None:
+            return tensors
+        return {name: tensor[: rows * self.num_envs if name == "frames" else rows].clone()
+                for name, tensor in tensors.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy a `state_dict` into the allocated tensors (same shapes required)."""
+        """Copy a `state_dict` into the allocated tensors: whole, or into the leading rows it holds."""
         for name, tensor in self.state_dict().items():
-            tensor.copy_(state[name])
+            saved = state[name]
+            tensor[: saved.shape[0]].copy_(saved)

@@ -63,6 +63,7 @@ def test_a_gpu_checkpoint_resumed_on_the_cpu_names_the_problem() -> None:
 
 def test_state_dict_holds_the_storage_itself_not_copies() -> None:
     memory = _pixel_memory("cpu", prioritized=True)
+    run(memory, ToyVectorEnv(num_envs=2, pixels=True, seed=2), steps=25, check_every=1000)  # more than half full
     state = memory.state_dict()
     assert state["storage"]["frames"].data_ptr() == memory.storage.frames.data_ptr()
     assert state["tree"]["leaves"].data_ptr() == memory.tree.leaves.data_ptr()
@@ -77,6 +78,29 @@ def test_state_dict_holds_the_storage_itself_not_copies() -> None:
             yield value
 
     assert all(isinstance(v, (torch.Tensor, int, float, bool, str)) for v in flat(state))
+
+
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "prioritized"])
+def test_a_partly_filled_memory_saves_only_its_rows_and_resumes_the_same(tmp_path: Path, prioritized: bool) -> None:
+    memory = _pixel_memory("cpu", prioritized)
+    env = ToyVectorEnv(num_envs=2, pixels=True, seed=3)
+    run(memory, env, steps=12, check_every=1000)  # 13 of 40 rows
+    state = memory.state_dict()
+    assert state["storage"]["frames"].shape[0] == 13 * 2 and state["storage"]["action"].shape[0] == 13
+    assert state["storage"]["frames"].data_ptr() != memory.storage.frames.data_ptr()
+    torch.save(state, tmp_path / "memory.pt")
+    restored = _pixel_memory("cpu", prioritized, seed=99)
+    restored.load_state_dict(torch.load(tmp_path / "memory.pt", weights_only=True))
+    for name, tensor in memory.storage.state_dict().items():
+        assert torch.equal(tensor, restored.storage.state_dict()[name]), name
+    obs = env.reset()
+    for target in (memory, restored):
+        target.add_reset(obs)
+    for _ in range(40):  # past the point where the ring wraps
+        next_obs, reward, terminated, first = env.step(np.ones(2, np.int64))
+        for target in (memory, restored):
+            target.add(np.ones(2, np.int64), reward, terminated, next_obs, first)
+    _same(memory.sample(16), restored.sample(16))
 
 
 def test_a_checkpoint_of_another_shape_is_refused() -> None:
