@@ -5,12 +5,14 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from core import distributed
 from core.config import load_config
-from core.driver import Driver, build_task, evaluate_run
+from core.driver import Driver, build_task, check_data_parallel, evaluate_run
 from core.errors import UserError
 from core.nets import ACTIVATIONS, INIT_SCHEMES
 from core.optim import OPTIMIZERS, SCHEDULES
@@ -52,23 +54,43 @@ def find_experiment(name: str) -> Path:
 
 def command_run(args: argparse.Namespace) -> int:
     config = load_config(find_experiment(args.experiment), args.overrides, schema_for)
-    run = Run.create(config)
+    check_data_parallel(config)
+    if distributed.wants_launch(config):
+        return distributed.launch(config, ["run", args.experiment, *args.overrides], args.torchrun)
+    distributed.initialise(config)
+    # Rank 0 makes the run folder; the other data-parallel ranks learn where it is.
+    run = Run.create(config) if distributed.is_leader() else None
+    directory = Path(distributed.broadcast_object(str(run.directory) if run else None))
+    run = run or Run.follower(directory, config)
     try:
         task = build_task(run)
     except BaseException:
-        run.discard()
+        if run.writes:
+            run.discard()
         raise
     return _train(run, task, fresh=True)
 
 
 def command_resume(args: argparse.Namespace) -> int:
     run = Run.open(Path(args.run_dir), schema_for)
-    task = build_task(run)
+    if distributed.wants_launch(run.config):
+        check_data_parallel(run.config)
+        return distributed.launch(run.config, ["resume", args.run_dir], args.torchrun)
+    distributed.initialise(run.config)
+    if not distributed.is_leader():
+        run = Run.follower(run.directory, run.config)
+    run.start_log_file()  # so log.txt records where the run resumed from
+    try:
+        task = build_task(run)
+    except BaseException:
+        run.close()
+        raise
     driver = Driver(run, task)
     try:
         restored = driver.restore()
     except BaseException:
         task.close()
+        run.close()
         raise
     return _train(run, task, fresh=not restored, driver=driver)
 
@@ -82,7 +104,8 @@ def _train(run: Run, task, fresh: bool, driver: Optional[Driver] = None) -> int:
     finally:
         task.close()
         run.close()
-    if complete:
+        distributed.shutdown()
+    if complete and run.writes:
         summary = run.read_summary()
         print(json.dumps(summary, indent=2, sort_keys=True))
         print(f"done: {run.directory}  (watch it with: tensorboard --logdir {run.directory})")
@@ -118,6 +141,12 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_torchrun_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--torchrun", default="", metavar="ARGS",
+                        help="arguments passed on to torchrun when distributed.nproc > 1, for several machines: "
+                             "--torchrun='--nnodes=2 --node-rank=0 --rdzv-endpoint=HOST:29400'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlgen", description="Train, resume and evaluate deep RL agents and generative models from YAML."
@@ -127,10 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Start a new run: runs/<experiment>/<timestamp>/.")
     run.add_argument("experiment", help="experiment YAML file, or its name in experiments/")
     run.add_argument("overrides", nargs="*", help="dotted overrides, YAML-typed: optim.lr=3e-4 seed=2")
+    _add_torchrun_option(run)
     run.set_defaults(handler=command_run)
     resume = commands.add_parser("resume", help="continue a stopped or killed run from its newest good checkpoint",
                                  description="Continue a run in the same folder from its newest good checkpoint.")
     resume.add_argument("run_dir", help="the run folder (runs/<experiment>/<timestamp>)")
+    _add_torchrun_option(resume)
     resume.set_defaults(handler=command_resume)
     evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint",
                                    description="Evaluate the newest checkpoint; writes eval.json and summary.json.")
@@ -149,7 +180,8 @@ def _setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    # Data-parallel ranks other than 0 only report problems: rank 0 tells the run's story once.
+    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

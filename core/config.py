@@ -10,7 +10,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -33,6 +33,26 @@ class RunConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Data-parallel training over processes that torchrun starts (generative tasks)."""
+
+    nproc: int = 1  # processes on this machine; > 1 makes `rlgen run` launch torchrun
+    backend: str = "auto"  # auto (nccl on GPUs, gloo on CPUs) | gloo | nccl
+    timeout_s: float = 7200.0  # how long a process waits for the others (rank 0 evaluates alone)
+
+
+@dataclass
+class SweepConfig:
+    """A grid of runs of this experiment for `rlgen sweep` (ignored by `rlgen run`)."""
+
+    grid: Dict[str, Any] = field(default_factory=dict)  # dotted key -> list of values; every combination runs
+    metric: str = ""  # tag that ranks the trials; "" = the task's first summary metric
+    mode: str = "auto"  # min | max | auto (min for losses, NLL, FID, KL and errors, else max)
+    cpus_per_trial: float = 1.0  # Ray resources each trial holds
+    gpus_per_trial: float = 0.0
+
+
+@dataclass
 class ExperimentConfig:
     """Fields every experiment has; each task's config subclasses this and adds its sections."""
 
@@ -43,6 +63,8 @@ class ExperimentConfig:
     deterministic: bool = False  # torch's deterministic algorithms (slower, bit-reproducible)
     threads: int = 0  # CPU threads for torch's operators; 0 = torch's default (one per core)
     run: RunConfig = field(default_factory=RunConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 class _SafeLoader(yaml.SafeLoader):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from types import FrameType
 from typing import Any, Optional
 
 import torch
 
+from core import distributed
 from core.config import flatten_config
 from core.device import (flush_denormals, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
                          set_threads)
@@ -37,6 +39,8 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python lets only the main thread handle signals (a Ray Tune trial runs in another)
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -60,12 +64,27 @@ def crossed(before: int, after: int, every: int) -> bool:
 def build_task(run: Run) -> Task:
     """Seed everything, pick the device and construct the run's task."""
     config = run.config
-    device = resolve_device(config.device)
+    task_class = TASKS.get(config.task)
+    check_data_parallel(config)
+    device = distributed.initialise(config) or resolve_device(config.device)
     seed_everything(config.seed)
     set_deterministic(config.deterministic)
     set_threads(config.threads)
     flush_denormals()
-    return TASKS.get(config.task)(config, run, device)
+    return task_class(config, run, device)
+
+
+def check_data_parallel(config: Any) -> None:
+    """Refuse distributed.nproc > 1 (or a torchrun launch) for a task that cannot split its batches."""
+    distributed.check_config(config)
+    several = config.distributed.nproc > 1 or distributed.under_torchrun()
+    if several and not TASKS.get(config.task).data_parallel:
+        supported = [name for name in TASKS.names() if TASKS.get(name).data_parallel]
+        raise UserError(f"task {config.task!r} does not train data-parallel; tasks that do: {', '.join(supported)}")
+    batch_size = getattr(getattr(config, "train", None), "batch_size", None)
+    if several and batch_size and batch_size % config.distributed.nproc:
+        raise UserError(f"train.batch_size ({batch_size}) must be a multiple of distributed.nproc "
+                        f"({config.distributed.nproc}): it is the global batch the processes split")
 
 
 def _short(tag: str) -> str:
@@ -86,12 +105,15 @@ class Driver:
         # resumed run logs exactly the points and averages an uninterrupted one does.
         self.sums: dict[str, torch.Tensor | float] = {}
         self.counts: dict[str, int] = {}
+        self.leader = distributed.is_leader()
 
     def restore(self) -> bool:
         """Load the newest good checkpoint, if any; drop TensorBoard events logged after it."""
-        loaded = self.run.checkpoints.load_latest()
+        # Rank 0 reads the checkpoint and hands it to the other data-parallel ranks.
+        loaded = distributed.broadcast_object(self.run.checkpoints.load_latest() if self.leader else None)
         if loaded is None:
-            trim_events_after(self.run.directory, -1)
+            if self.leader:
+                trim_events_after(self.run.directory, -1)
             return False
         path, state = loaded
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -105,12 +127,15 @@ class Driver:
         self.elapsed_s = driver["elapsed_s"]
         self.sums, self.counts = dict(driver.get("window_sums", {})), dict(driver.get("window_counts", {}))
         self.saved_step = self.task.step
-        removed = trim_events_after(self.run.directory, self.task.step)
+        removed = trim_events_after(self.run.directory, self.task.step) if self.leader else 0
         log.info("resumed from %s at step %d%s", path.name, self.task.step,
                  f" (dropped {removed} events logged after it)" if removed else "")
         return True
 
     def save(self) -> None:
+        if not self.leader:
+            self.saved_step = self.task.step
+            return
         self.run.tb.flush()
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -136,14 +161,14 @@ class Driver:
         if fresh:
             tb.hparams_start(flatten_config(self.run.config), list(task.summary_metrics))
         total = task.total_steps
-        progress = Progress(total, task.step, settings.progress_every_s)
+        progress = Progress(total, task.step, settings.progress_every_s, interactive=None if self.leader else False)
         sums, counts = self.sums, self.counts
         window_start, window_step = time.perf_counter(), task.step
         session_start = time.perf_counter()
         sps = 0.0
         try:
             with StopRequest() as stop:
-                while task.step < total and not stop.requested:
+                while task.step < total and not distributed.any_rank(stop.requested, task.device):
                     before = task.step
                     for tag, value in task.train_step().items():
                         value = value.detach() if isinstance(value, torch.Tensor) else value
@@ -154,13 +179,14 @@ class Driver:
                     if crossed(before, step, settings.log_every) or last:
                         now = time.perf_counter()
                         sps = (step - window_step) / max(now - window_start, 1e-9)
-                        averages = {tag: float(sums[tag]) / counts[tag] for tag in sums}
+                        averages = distributed.mean_over_ranks(
+                            {tag: float(sums[tag]) / counts[tag] for tag in sums}, task.device)
                         self.last_train.update(averages)
                         tb.scalars({**averages, "perf/sps": sps}, step)
                         sums.clear()
                         counts.clear()
                         window_start, window_step = now, step
-                    if crossed(before, step, settings.eval_every) or last:
+                    if (crossed(before, step, settings.eval_every) or last) and self.leader:
                         self.last_eval = task.evaluate(final=last)
                         tb.scalars(self.last_eval, step)
                     if crossed(before, step, settings.checkpoint_every) or last:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 from core.checkpoint import CheckpointManager
 from core.config import config_to_yaml, load_config
 from core.errors import UserError
-from core.tensorboard import TensorBoardLog
+from core.tensorboard import SilentLog, TensorBoardLog
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -45,6 +45,7 @@ class Run:
         self.tb = TensorBoardLog(directory)
         self.checkpoints = CheckpointManager(directory / "checkpoints", keep=config.run.keep_checkpoints)
         self._log_handler: logging.Handler | None = None
+        self.writes = True  # False in data-parallel ranks other than 0, which leave the folder to rank 0
 
     @classmethod
     def create(cls, config: Any) -> "Run":
@@ -72,8 +73,18 @@ class Run:
             raise UserError(f"{directory}: not a run directory (no {CONFIG_FILE})")
         return cls(directory, load_config(directory / CONFIG_FILE, [], schema_for))
 
+    @classmethod
+    def follower(cls, directory: Path, config: Any) -> "Run":
+        """The run as a data-parallel rank other than 0 holds it: same folder and config, writes nothing."""
+        run = cls(directory, config)
+        run.tb = SilentLog(directory)
+        run.writes = False
+        return run
+
     def start_log_file(self) -> None:
         """Copy everything rlgen logs into log.txt, appending across resumes."""
+        if not self.writes or self._log_handler is not None:
+            return
         handler = logging.FileHandler(self.directory / LOG_FILE, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger().addHandler(handler)
@@ -85,6 +96,8 @@ class Run:
 
     def write_summary(self, metrics: Mapping[str, Any]) -> None:
         """Merge `metrics` (keyed by TensorBoard tag) into summary.json, atomically."""
+        if not self.writes:
+            return
         write_json_atomic(self.directory / SUMMARY_FILE, {**self.read_summary(), **metrics})
 
     def close(self) -> None:

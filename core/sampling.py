@@ -103,19 +103,29 @@ class DeviceBatches:
     def _permutation(self) -> torch.Tensor:
         return torch.randperm(self.images.shape[0], device=self.device, generator=self.generator)
 
-    def next_indices(self) -> torch.Tensor:
-        """The dataset indices of the next batch (this shard's part), starting a new epoch when due."""
+    def _next_global_indices(self) -> torch.Tensor:
+        """The dataset indices of the next global batch (all shards), starting a new epoch when due."""
         if self.position == self.batches_per_epoch:
             self.epoch += 1
             self.position = 0
             self.order = self._permutation()
         start = self.position * self._global_batch
         self.position += 1
-        return self.order[start:start + self._global_batch][self._slice]
+        return self.order[start:start + self._global_batch]
+
+    def next_indices(self) -> torch.Tensor:
+        """The dataset indices of this shard's part of the next batch."""
+        return self._next_global_indices()[self._slice]
 
     def next(self) -> torch.Tensor:
-        """The next batch as float32, binarized as the mode says."""
-        return prepare(self.images.index_select(0, self.next_indices()), self.mode, self.threshold, self.generator)
+        """The next batch (this shard's part) as float32, binarized as the mode says.
+
+        Dynamic binarization draws the random numbers of the whole global batch and keeps this shard's
+        part, so n processes see exactly the images one process with the global batch would."""
+        indices = self._next_global_indices()
+        if self.mode == "dynamic" and self._global_batch != self.batch_size:
+            return prepare(self.images.index_select(0, indices), self.mode, self.threshold, self.generator)[self._slice]
+        return prepare(self.images.index_select(0, indices[self._slice]), self.mode, self.threshold, self.generator)
 
     def state_dict(self) -> dict[str, Any]:
         """Where in which epoch, the epoch's permutation and the generator: enough to continue exactly."""

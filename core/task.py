@@ -22,6 +22,8 @@ class Task(ABC):
     Config: ClassVar[type[ExperimentConfig]]
     # Tags shown beside the hyperparameters in TensorBoard's HPARAMS tab.
     summary_metrics: ClassVar[tuple[str, ...]] = ()
+    # True when the task splits each batch over torch.distributed ranks (core/distributed.py).
+    data_parallel: ClassVar[bool] = False
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
         self.config = config

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import typing
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -81,6 +82,24 @@ class TensorBoardLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class _Discard:
+    """Accepts any call or attribute and does nothing: the writer of a process that must not write."""
+
+    def __getattr__(self, name: str) -> "_Discard":
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Discard":
+        return self
+
+
+class SilentLog(TensorBoardLog):
+    """The log of a data-parallel rank other than 0: same calls, no event file (rank 0 writes the run's)."""
+
+    @property
+    def writer(self) -> SummaryWriter:
+        return typing.cast(SummaryWriter, _Discard())
 
 
 def event_files(directory: Path) -> list[Path]:

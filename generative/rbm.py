@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from core import distributed
 from core.errors import UserError
 from core.sampling import PersistentChains
 
@@ -278,6 +279,7 @@ class RBMTrainer:
             samples = rbm.gibbs(self.chains.states, steps, generator)
             self.chains.states = samples
         gradient = gradient_statistics(rbm, data, samples, data_hidden)
+        distributed.average_tensors(gradient)  # data-parallel ranks: the mean over the global batch
         error = reconstruction_error(rbm, data, data_hidden, generator)
         lr, momentum = self.schedule(step)
         self.update.apply(rbm, gradient, lr, momentum, self.config.weight_decay, self.centering_rate)

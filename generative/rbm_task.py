@@ -9,14 +9,16 @@ one (and `rlgen eval`) the paper's 100 runs over 14,500 temperatures. Both log G
 from __future__ import annotations
 
 import bisect
-from abc import abstractmethod
+import dataclasses
 import math
+from abc import abstractmethod
 import time
 from dataclasses import dataclass, field
 from typing import Any, List
 
 import torch
 
+from core import distributed
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.images import make_grid
@@ -98,6 +100,7 @@ def _check_eval(settings: RBMEvalConfig) -> None:
 class LayerwiseTask(Task):
     """Greedy layer-by-layer training of a stack of RBMs and its evaluation; subclasses name the layers."""
 
+    data_parallel = True
     loglik_tag = "eval/test_loglik"
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
@@ -110,8 +113,11 @@ class LayerwiseTask(Task):
         _check_eval(config.eval)
         self.data = load_images(config.data, device)
         self.image_shape = tuple(self.data.train.shape[1:])
-        self.batches = DeviceBatches(self.data.train, config.train.batch_size, config.data.binarize,
-                                     config.data.threshold, seed=config.seed, fixed_seed=config.data.fixed_seed)
+        # With data-parallel ranks each takes its shard of every global batch and the gradient statistics
+        # are averaged over the ranks (RBMTrainer.step).
+        self.local_batch, self.shard = distributed.shard_batch_size(config.train.batch_size)
+        self.batches = DeviceBatches(self.data.train, self.local_batch, config.data.binarize, config.data.threshold,
+                                     seed=config.seed, fixed_seed=config.data.fixed_seed, shard=self.shard)
         self.test_images = evaluation_images(self.data.test, config.data).flatten(1)
         steps = [max(1, round(train.epochs * self.batches.batches_per_epoch)) for _, train in self.layer_configs]
         self.layer_ends = [sum(steps[:index + 1]) for index in range(len(steps))]
@@ -119,6 +125,7 @@ class LayerwiseTask(Task):
         self.input_means: dict[int, torch.Tensor] = {}
         self.dbn = DBN([])
         self._start_layer(0)
+        self._separate_rank_streams()
 
     @abstractmethod
     def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
@@ -139,8 +146,19 @@ class LayerwiseTask(Task):
     def _layer_start(self, index: int) -> int:
         return self.layer_ends[index - 1] if index else 0
 
+    def _separate_rank_streams(self) -> None:
+        """Data-parallel ranks other than 0 draw their Gibbs samples from streams of their own (seeded by
+        rank and step), so their chains do not repeat rank 0's random numbers."""
+        rank = self.shard[0]
+        if rank:
+            self.generator.manual_seed(self.config.seed + 1_000_003 * rank + self.step)
+
     def _trainer(self, index: int) -> RBMTrainer:
         model, train = self.layer_configs[index]
+        world = self.shard[1]
+        if world > 1:
+            # Each rank holds its part of the persistent chains, as of the global batch.
+            train = dataclasses.replace(train, batch_size=self.local_batch, chains=train.chains // world)
         steps = self.layer_ends[index] - self._layer_start(index)
         return RBMTrainer(self.dbn.layers[index], train, model, steps, self.batches.batches_per_epoch, self.generator)
 
@@ -164,7 +182,9 @@ class LayerwiseTask(Task):
     def _start_layer(self, index: int) -> None:
         """A new top RBM on what the layers below make of the data, initialised from its mean input."""
         model, _ = self.layer_configs[index]
-        self.dbn.layers.append(RBM.initialise(self._input_mean(index), model, self.generator))
+        layer = RBM.initialise(self._input_mean(index), model, self.generator)
+        distributed.broadcast_tensors(list(layer.state_dict().values()))  # every rank starts from rank 0's
+        self.dbn.layers.append(layer)
         self.trainer = self._trainer(index)
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -259,6 +279,7 @@ class LayerwiseTask(Task):
         self.trainer.load_state_dict(state["trainer"])
         self.batches.load_state_dict(state["batches"])
         self.generator.set_state(state["generator"].cpu())
+        self._separate_rank_streams()
 
 
 @TASKS.register("rbm")

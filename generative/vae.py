@@ -120,9 +120,12 @@ class VAE(nn.Module):
         return (-0.5 * residual.pow(2) - log_scale - HALF_LOG_TWO_PI).sum(-1)
 
     @staticmethod
-    def sample_posterior(mean: torch.Tensor, log_var: torch.Tensor, samples: int) -> torch.Tensor:
-        """`samples` reparameterised draws z = mean + sigma * eps per image, `[samples, B, latent]`."""
-        noise = torch.randn(samples, *mean.shape, device=mean.device, dtype=mean.dtype)
+    def sample_posterior(mean: torch.Tensor, log_var: torch.Tensor, samples: int,
+                         noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`samples` reparameterised draws z = mean + sigma * eps per image, `[samples, B, latent]`; `noise`
+        (eps, same shape) when the caller draws it."""
+        if noise is None:
+            noise = torch.randn(samples, *mean.shape, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * log_var) * noise
 
     def reconstruction_log_likelihood(self, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -131,15 +134,44 @@ class VAE(nn.Module):
 
     def log_weights(
         self, images: torch.Tensor, samples: int, posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+        noise: torch.Tensor | None = None,
     ) -> LogWeights:
         """Log importance weights of `samples` draws z ~ q(z|x) per image, each `[samples, B]`.
 
         `posterior` (mean, log variance) may be passed in so chunked evaluations encode each image once.
         """
         mean, log_var = posterior if posterior is not None else self.encode(images)
-        z = self.sample_posterior(mean, log_var, samples)
+        z = self.sample_posterior(mean, log_var, samples, noise)
         log_prior_ratio = standard_normal_log_density(z) - diagonal_normal_log_density(z, mean, log_var)
         return LogWeights(self.reconstruction_log_likelihood(images, z), log_prior_ratio)
+
+
+class TrainingObjective(nn.Module):
+    """A VAE's training loss as one forward pass, so DistributedDataParallel can wrap it (DDP synchronises
+    the gradients of what `forward` computes)."""
+
+    def __init__(self, model: VAE, objective: str, samples: int) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.samples = samples
+
+    def forward(self, images: torch.Tensor, noise: torch.Tensor, beta: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss to minimise, KL per image, -log p(x|z) per image) of a batch, with the posterior noise given.
+
+        The ELBO uses the KL in closed form (Kingma & Welling's lower-variance estimator); `beta` weights
+        the prior term (KL warm-up)."""
+        model = self.model
+        mean, log_var = model.encode(images)
+        kl = gaussian_kl(mean, log_var)
+        if self.objective == "elbo":
+            z = model.sample_posterior(mean, log_var, self.samples, noise)
+            reconstruction = -model.reconstruction_log_likelihood(images, z).mean(0)
+            return (reconstruction + beta * kl).mean(), kl, reconstruction
+        weights = model.log_weights(images, self.samples, (mean, log_var), noise)
+        bound = iwae_bound(weights.log_likelihood + beta * weights.log_prior_ratio).mean()
+        return -bound, kl, -weights.log_likelihood.mean(0)
 
 
 def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from core import distributed
 
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
@@ -21,7 +24,7 @@ from core.sampling import DeviceBatches
 from core.task import TASKS, Task
 from generative.data import DataConfig, evaluation_images, load_images
 from generative.metrics.iwae import active_units, elbo_terms, iwae_log_likelihood
-from generative.vae import VAE, VAEModelConfig, gaussian_kl, iwae_bound
+from generative.vae import VAE, TrainingObjective, VAEModelConfig
 
 OBJECTIVES = ("elbo", "iwae")
 
@@ -81,15 +84,20 @@ class VAETask(Task):
 
     Config = VAEConfig
     summary_metrics = ("eval/test_nll", "eval/test_elbo", "eval/active_units")
+    data_parallel = True
 
     def __init__(self, config: VAEConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
         _check(config)
         self.data = load_images(config.data, device)
         self.model = VAE(config.model, tuple(self.data.train.shape[1:])).to(device)
-        self.batches = DeviceBatches(self.data.train, config.train.batch_size, config.data.binarize,
-                                     config.data.threshold, seed=config.seed, fixed_seed=config.data.fixed_seed)
+        # With data-parallel ranks each trains on its shard of every global batch of train.batch_size.
+        local_batch, self.shard = distributed.shard_batch_size(config.train.batch_size)
+        self.batches = DeviceBatches(self.data.train, local_batch, config.data.binarize, config.data.threshold,
+                                     seed=config.seed, fixed_seed=config.data.fixed_seed, shard=self.shard)
         self._total_steps = max(1, round(config.train.epochs * self.batches.batches_per_epoch))
+        objective = TrainingObjective(self.model, config.train.objective, config.train.samples)
+        self.objective = DistributedDataParallel(objective) if self.shard[1] > 1 else objective
         self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=self._total_steps)
         self.test_images = evaluation_images(self.data.test, config.data)
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -105,23 +113,19 @@ class VAETask(Task):
         warmup = self.config.train.kl_warmup_steps
         return 1.0 if warmup == 0 else min(1.0, (self.step + 1) / warmup)
 
+    def _posterior_noise(self, local_batch: int) -> torch.Tensor:
+        """This rank's slice of the noise of the whole global batch: every rank draws the same global
+        tensor, so N processes train on exactly the numbers one process with the global batch would."""
+        rank, world = self.shard
+        noise = torch.randn(self.config.train.samples, local_batch * world, self.config.model.latent,
+                            device=self.device)
+        return noise[:, rank * local_batch:(rank + 1) * local_batch]
+
     def train_step(self) -> dict[str, torch.Tensor]:
-        train = self.config.train
         images = self.batches.next()
-        model = self.model
-        mean, log_var = model.encode(images)
-        beta = self._prior_weight()
-        kl = gaussian_kl(mean, log_var)
-        if train.objective == "elbo":
-            # The KL in closed form (Kingma & Welling's lower-variance estimator), warm-up weighted.
-            z = model.sample_posterior(mean, log_var, train.samples)
-            reconstruction = -model.reconstruction_log_likelihood(images, z).mean(0)
-            objective = -(reconstruction + beta * kl).mean()
-        else:
-            weights = model.log_weights(images, train.samples, (mean, log_var))
-            objective = iwae_bound(weights.log_likelihood + beta * weights.log_prior_ratio).mean()
-            reconstruction = -weights.log_likelihood.mean(0)
-        optimizer_figures = self.optimizer.step(-objective)
+        loss, kl, reconstruction = self.objective(images, self._posterior_noise(images.shape[0]),
+                                                  self._prior_weight())
+        optimizer_figures = self.optimizer.step(loss)
         self.step += 1
         kl, reconstruction = kl.detach().mean(), reconstruction.detach().mean()
         figures = {
@@ -131,8 +135,8 @@ class VAETask(Task):
             "charts/epoch": float(self.batches.epoch),
             **optimizer_figures,
         }
-        if train.objective == "iwae":
-            figures["losses/iwae_bound"] = objective.detach()
+        if self.config.train.objective == "iwae":
+            figures["losses/iwae_bound"] = -loss.detach()
         return figures
 
     @torch.no_grad()

@@ -86,6 +86,15 @@ def test_shards_split_the_global_batch_of_one_process() -> None:
         assert torch.equal(torch.cat(parts), global_batch)
 
 
+@pytest.mark.parametrize("mode", ["dynamic", "threshold", "none"])
+def test_shards_see_the_images_one_process_would_binarized_alike(mode: str) -> None:
+    images = _images(64)
+    whole = DeviceBatches(images, 16, mode=mode, seed=7)
+    halves = [DeviceBatches(images, 8, mode=mode, seed=7, shard=(rank, 2)) for rank in range(2)]
+    for _ in range(6):
+        assert torch.equal(torch.cat([half.next() for half in halves]), whole.next())
+
+
 def test_bad_settings_are_user_errors() -> None:
     with pytest.raises(UserError, match="unknown mode 'dinamic'"):
         DeviceBatches(_images(), 4, mode="dinamic")
