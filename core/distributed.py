@@ -6,11 +6,15 @@ shard of each batch; only rank 0 writes the run folder. Outside torchrun nothing
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shlex
+import signal
 import subprocess
 import sys
+from pathlib import Path
+from types import FrameType
 from typing import Any, Optional, Sequence
 
 import torch
@@ -71,14 +75,38 @@ def torchrun_command(nproc: int, cli_arguments: Sequence[str], torchrun_argument
 
 
 def launch(config: Any, cli_arguments: Sequence[str], torchrun_arguments: str = "") -> int:
-    """Run `rlgen <cli_arguments>` under torchrun with `config.distributed.nproc` processes; its exit code."""
+    """Run `rlgen <cli_arguments>` under torchrun with `config.distributed.nproc` processes; its exit code.
+
+    Ctrl-C or SIGTERM here goes to the workers as SIGINT: they stop together after the current step and
+    checkpoint, as one process does. (torchrun, signalled itself, kills them with a traceback.)"""
     nproc = config.distributed.nproc
     threads = config.threads or max(1, (os.cpu_count() or 1) // nproc)
     environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    process = subprocess.Popen(torchrun_command(nproc, cli_arguments, torchrun_arguments), env=environment,
+                               start_new_session=True)
+
+    def forward(signum: int, frame: Optional[FrameType]) -> None:
+        for pid in _children(process.pid) or [process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(torchrun_command(nproc, cli_arguments, torchrun_arguments), env=environment)
-    except KeyboardInterrupt:
-        return 130
+        return process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (torchrun's workers), from /proc; empty where there is none."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The fields after the command name, which is in parentheses and may hold spaces: state, ppid.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
 
 
 def initialise(config: Any) -> Optional[torch.device]:

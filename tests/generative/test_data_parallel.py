@@ -4,6 +4,11 @@ and the RBM's explicitly averaged statistics train it."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +89,20 @@ def test_two_processes_average_the_rbm_statistics_and_learn_as_one_does(tmp_path
     # a summed instead of averaged gradient doubles the step, which scores -163 here).
     two, one = (json.loads((run / "summary.json").read_text())["eval/test_loglik"] for run in (parallel, single))
     assert abs(two - one) < 3.0 and one < -100
+
+
+@needs_mnist
+def test_sigterm_stops_both_ranks_at_one_step_with_a_checkpoint_and_no_traceback(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "core.cli", "run", str(ROOT / "experiments" / "vae_mnist.yaml"),
+               f"run.root={tmp_path}", "distributed.nproc=2", "train.epochs=20", "run.checkpoint_every=50",
+               "run.eval_every=100000", *VAE_SHORT[1:]]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("*/*/checkpoints/step-*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 0 and "Traceback" not in errors
+    [run_dir] = tmp_path.glob("*/*")
+    stopped = re.search(r"stopped at step (\d+) of 12000", (run_dir / "log.txt").read_text())
+    assert stopped and (run_dir / "checkpoints" / f"step-{int(stopped.group(1)):012d}.pt").is_file()
