@@ -27,10 +27,10 @@ from core.run import Run
 from envs import EnvConfig
 
 
-def _config(num_envs: int, capacity: int, learning_starts: int, device: str) -> DQNConfig:
+def _config(num_envs: int, capacity: int, learning_starts: int, device: str, env_threads: int = 0) -> DQNConfig:
     config = DQNConfig(
         name="bench", device=device,
-        env=EnvConfig(kind="atari", id="breakout", num_envs=num_envs),
+        env=EnvConfig(kind="atari", id="breakout", num_envs=num_envs, num_threads=env_threads),
         optim=OptimConfig(name="adam", lr=1e-4),
         run=RunConfig(root=tempfile.mkdtemp(prefix="rlgen-bench-")),
     )
@@ -108,8 +108,8 @@ def _time_ms(function, device: torch.device, repeats: int) -> float:
 class LoopTimer:
     """A task past learning_starts whose whole step (act, env, store, learn) is timed in slices."""
 
-    def __init__(self, num_envs: int, capacity: int, device: str) -> None:
-        self.task = _task(_config(num_envs, capacity, learning_starts=2_000, device=device))
+    def __init__(self, num_envs: int, capacity: int, device: str, env_threads: int) -> None:
+        self.task = _task(_config(num_envs, capacity, learning_starts=2_000, device=device, env_threads=env_threads))
         while self.task.step < 2_000 + 64:
             self.task.train_step()
 
@@ -134,13 +134,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of update and loop timing")
     parser.add_argument("--repeats", type=int, default=10, help="updates per round and implementation")
     parser.add_argument("--loop-seconds", type=float, default=8.0, help="seconds of loop timing per round and env count")
+    parser.add_argument("--env-threads", type=int, default=0, help="ale-py emulator threads (env.num_threads)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     task = _task(_config(8, args.capacity, learning_starts=0, device=str(device)))
     _fill(task, args.capacity)
     bare = BareUpdate(args.capacity, device)
-    loops = {1: LoopTimer(1, 50_000, str(device)), 8: LoopTimer(8, 50_000, str(device))}
+    loops = {envs: LoopTimer(envs, 50_000, str(device), args.env_threads) for envs in (1, 8)}
     for _ in range(3):
         _rlgen_update(task)
         bare.step()
@@ -166,6 +167,7 @@ def main() -> None:
     print(json.dumps({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
+        "env_threads": args.env_threads,
         "replay_capacity": args.capacity,
         "rounds": args.rounds,
         "update_ms": round(median["update_ms"], 3),

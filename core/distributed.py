@@ -34,10 +34,12 @@ def under_torchrun() -> bool:
 
 
 def rank() -> int:
+    """This process's rank among the data-parallel processes; 0 outside torchrun."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def world_size() -> int:
+    """How many data-parallel processes train together; 1 outside torchrun."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
@@ -127,6 +129,7 @@ def initialise(config: Any) -> Optional[torch.device]:
 
 
 def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
