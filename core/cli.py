@@ -19,6 +19,7 @@ from core.optim import OPTIMIZERS, SCHEDULES
 from core.progress import TqdmLogHandler
 from core.registry import all_registries
 from core.run import Run
+from core.sweep import add_sweep_parser
 from core.task import TASKS, schema_for
 
 log = logging.getLogger("rlgen")
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help="dotted overrides of evaluation settings")
     evaluate.add_argument("--episodes", type=int, help="games to play (RL runs): short for eval.episodes=N")
     evaluate.set_defaults(handler=command_eval)
+    add_sweep_parser(commands)
     listing = commands.add_parser("list", help="list experiments and registered components",
                                   description="List the experiment files and every registered component.")
     listing.set_defaults(handler=command_list)
