@@ -23,7 +23,7 @@ from core.config import load_config
 from core.device import rng_state, set_rng_state
 from core.driver import Driver, build_task
 from core.errors import UserError
-from core.nets import init_weights, make_activation
+from core.nets import make_activation
 from core.run import Run
 from core.sampling import unit_interval
 from core.task import schema_for
