@@ -159,7 +159,9 @@ class Driver:
         """Train to the end or until a stop signal; True when the run is complete."""
         task, tb, settings = self.task, self.run.tb, self.run.config.run
         if fresh:
-            hparams = {key: value for key, value in flatten_config(self.run.config).items() if not key.startswith("sweep.")}
+            # A sweep's settings describe the whole sweep, not this run's hyperparameters.
+            hparams = {key: value for key, value in flatten_config(self.run.config).items()
+                       if not key.startswith("sweep.")}
             tb.hparams_start(hparams, list(task.summary_metrics))
         total = task.total_steps
         progress = Progress(total, task.step, settings.progress_every_s, interactive=None if self.leader else False)

@@ -62,7 +62,12 @@ class Run:
             except FileExistsError:
                 directory = parent / f"{stamp}-{suffix}"
                 suffix += 1
-        (directory / "checkpoints").mkdir()
+        return cls.create_at(directory, config)
+
+    @classmethod
+    def create_at(cls, directory: Path, config: Any) -> "Run":
+        """Make a new run in the given folder (a sweep's trial folder), creating it if needed."""
+        (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
         return cls(directory, config)
 
