@@ -243,8 +243,8 @@ def execute(plan: SweepPlan, address: Optional[str], cpus: float, gpus: float) -
     ray, tune = import_ray()
     variables = {"RLGEN_DATA": str(Path(os.environ["RLGEN_DATA"]).resolve())} if "RLGEN_DATA" in os.environ else {}
     local = not (address or os.environ.get("RAY_ADDRESS"))  # Ray itself honours RAY_ADDRESS
-    ray.init(address=address, num_cpus=os.cpu_count() if local else None, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": variables})
+    ray.init(address=address, num_cpus=os.cpu_count() if local else None, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, runtime_env={"env_vars": variables} if variables else None)
     # Tune would print each failed trial's traceback; rlgen prints one line, and log.txt holds the traceback.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     storage = (plan.directory / TUNE_FOLDER).resolve()
