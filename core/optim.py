@@ -51,8 +51,8 @@ class OptimConfig:
     weight_decay: Optional[float] = None  # all: L2 penalty (decoupled in adamw)
     amsgrad: Optional[bool] = None  # adam, adamw: use the maximum of past second moments
     maximize: Optional[bool] = None  # all: ascend instead of descend
-    foreach: Optional[bool] = None  # all: multi-tensor kernels; null = on (torch leaves them off on CPUs, 2x slower)
-    fused: Optional[bool] = None  # all: torch's fused kernels
+    foreach: Optional[bool] = None  # all: multi-tensor kernels; null = on where fused kernels are missing (rmsprop)
+    fused: Optional[bool] = None  # sgd, adam, adamw: one kernel per tensor; null = on unless foreach is set
     capturable: Optional[bool] = None  # rmsprop, adam, adamw: safe to capture in CUDA graphs
     differentiable: Optional[bool] = None  # all: let autograd through the step
     grad_clip_norm: Optional[float] = None  # clip the global gradient norm to this value before each step
@@ -88,8 +88,13 @@ def build_optimizer(config: OptimConfig, params: Iterable[torch.nn.Parameter], *
                 f"{key}.{item.name}: {config.name} takes no argument {item.name!r}; its arguments: {', '.join(accepted)}"
             )
         arguments[item.name] = value
-    if "foreach" in accepted and config.foreach is None and not config.fused and not config.differentiable:
-        arguments["foreach"] = True
+    if config.foreach is None and config.fused is None and not config.differentiable:
+        # torch leaves both off on a CPU. Fused kernels (one pass per tensor) where the optimizer has them:
+        # Adam's step of a 650k-parameter VAE takes 0.55 ms fused, 2.4 ms foreach, 3.6 ms per tensor here.
+        if "fused" in accepted:
+            arguments["fused"] = True
+        elif "foreach" in accepted:
+            arguments["foreach"] = True
     if "betas" in arguments:
         if len(arguments["betas"]) != 2:
             raise UserError(f"{key}.betas: expected two values, got {list(arguments['betas'])}")
