@@ -2,8 +2,10 @@
 against the usual `torch.utils.data.DataLoader` loop over the same images (PyTorch's VAE example:
 784-400-20 with ReLU, batch 128, Adam 1e-3, dynamic binarization in both).
 
-Epoch times are interleaved in rounds within one run and their medians printed as one JSON object:
-`overhead` = rlgen / compute-only - 1 (the cost of rlgen's data path), `speedup` = DataLoader / rlgen.
+Every epoch (round) of each variant is run in chunks of about 52 batches interleaved with the others', so
+all three see the same machine even when its speed drifts; the ratios are taken within each round and
+their medians printed as one JSON object: `overhead` = rlgen / compute-only - 1 (the cost of rlgen's data
+path), `speedup` = DataLoader / rlgen.
 """
 from __future__ import annotations
 
@@ -45,21 +47,21 @@ def _task(device: torch.device, data_root: str | None) -> VAETask:
     return VAETask(config, Run(Path(config.run.root), config), device)
 
 
-def _rlgen_epoch(task: VAETask) -> float:
+def _rlgen_steps(task: VAETask, count: int) -> float:
     _sync(task.device)
     start = time.perf_counter()
-    for _ in range(task.batches.batches_per_epoch):
+    for _ in range(count):
         task.train_step()
     _sync(task.device)
     return time.perf_counter() - start
 
 
-def _compute_only_epoch(task: VAETask, fixed_batch: torch.Tensor) -> float:
+def _compute_only_steps(task: VAETask, fixed_batch: torch.Tensor, count: int) -> float:
     """The trainer's own step with the data path replaced by one fixed batch: pure compute."""
     real_next = task.batches.next
     task.batches.next = lambda: fixed_batch  # type: ignore[method-assign]
     try:
-        return _rlgen_epoch(task)
+        return _rlgen_steps(task, count)
     finally:
         task.batches.next = real_next  # type: ignore[method-assign]
 
@@ -79,55 +81,86 @@ class ExampleVAE(nn.Module):
         return self.fc4(F.relu(self.fc3(z))), mu, logvar
 
 
-def _dataloader_epoch(model: ExampleVAE, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                      device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    for (grey,) in loader:
-        images = torch.bernoulli(grey.to(device))
-        logits, mu, logvar = model(images)
-        reconstruction = F.binary_cross_entropy_with_logits(logits, images.view(-1, 784), reduction="sum")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        optimizer.zero_grad()
-        (reconstruction + kl).backward()
-        optimizer.step()
-    _sync(device)
-    return time.perf_counter() - start
+class ExampleLoop:
+    """PyTorch's example training loop over a shuffled DataLoader, run a given number of batches at a
+    time; a new pass (with its new iterator) starts when the loader is exhausted."""
+
+    def __init__(self, grey: torch.Tensor, device: torch.device) -> None:
+        self.loader = DataLoader(TensorDataset(grey), batch_size=128, shuffle=True, drop_last=True)
+        self.batches = iter(self.loader)
+        self.device = device
+        self.model = ExampleVAE().to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def _next(self) -> torch.Tensor:
+        try:
+            return next(self.batches)[0]
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)[0]
+
+    def steps(self, count: int) -> float:
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(count):
+            images = torch.bernoulli(self._next().to(self.device))
+            logits, mu, logvar = self.model(images)
+            reconstruction = F.binary_cross_entropy_with_logits(logits, images.view(-1, 784), reduction="sum")
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            self.optimizer.zero_grad()
+            (reconstruction + kl).backward()
+            self.optimizer.step()
+        _sync(self.device)
+        return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved epochs of each variant")
+    parser.add_argument("--rounds", type=int, default=5, help="epochs of each variant")
+    parser.add_argument("--chunks", type=int, default=9, help="interleaved parts of every epoch")
     parser.add_argument("--data-root", default=os.environ.get("RLGEN_DATA"), help="folder holding mnist/")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     task = _task(device, args.data_root)
     fixed_batch = task.batches.next()
-    grey = task.data.train.cpu().float().div(255.0)
-    loader = DataLoader(TensorDataset(grey), batch_size=128, shuffle=True, drop_last=True)
-    example = ExampleVAE().to(device)
-    example_optimizer = torch.optim.Adam(example.parameters(), lr=1e-3)
-    times: dict[str, list[float]] = {"rlgen": [], "compute_only": [], "dataloader": []}
-    _rlgen_epoch(task)  # warm-up of all three
-    _compute_only_epoch(task, fixed_batch)
-    _dataloader_epoch(example, example_optimizer, loader, device)
+    example = ExampleLoop(task.data.train.cpu().float().div(255.0), device)
+    variants = {
+        "rlgen": lambda count: _rlgen_steps(task, count),
+        "compute_only": lambda count: _compute_only_steps(task, fixed_batch, count),
+        "dataloader": example.steps,
+    }
+    per_epoch = task.batches.batches_per_epoch
+    chunk_sizes = [per_epoch // args.chunks + (i < per_epoch % args.chunks) for i in range(args.chunks)]
+    for run_variant in variants.values():  # warm-up
+        run_variant(chunk_sizes[0])
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        times["rlgen"].append(_rlgen_epoch(task))
-        times["compute_only"].append(_compute_only_epoch(task, fixed_batch))
-        times["dataloader"].append(_dataloader_epoch(example, example_optimizer, loader, device))
+        epoch = dict.fromkeys(variants, 0.0)
+        for index, size in enumerate(chunk_sizes):
+            names = list(variants)
+            for name in names[index % 3:] + names[:index % 3]:  # rotate who goes first
+                epoch[name] += variants[name](size)
+        for name, seconds in epoch.items():
+            times[name].append(seconds)
     median = {name: statistics.median(values) for name, values in times.items()}
+    # Ratios within a round, then their medians: the machine's speed drifts between rounds.
+    overheads = [a / b - 1 for a, b in zip(times["rlgen"], times["compute_only"])]
+    speedups = [c / a for a, c in zip(times["rlgen"], times["dataloader"])]
     print(json.dumps({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "batches_per_epoch": task.batches.batches_per_epoch,
         "rounds": args.rounds,
+        "chunks": args.chunks,
         "rlgen_epoch_s": round(median["rlgen"], 3),
         "compute_only_epoch_s": round(median["compute_only"], 3),
         "dataloader_epoch_s": round(median["dataloader"], 3),
-        "overhead": round(median["rlgen"] / median["compute_only"] - 1, 3),
-        "speedup": round(median["dataloader"] / median["rlgen"], 3),
+        "overhead": round(statistics.median(overheads), 3),
+        "speedup": round(statistics.median(speedups), 3),
+        "overhead_rounds": [round(value, 3) for value in overheads],
+        "speedup_rounds": [round(value, 3) for value in speedups],
         "epoch_s_rounds": {name: [round(value, 3) for value in values] for name, values in times.items()},
     }))
 
