@@ -71,6 +71,7 @@ class DQNTask(Task):
 
     Config = DQNConfig
     summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return")
+    length_keys = ("train.total_steps",)
 
     def __init__(self, config: DQNConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)

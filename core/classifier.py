@@ -98,6 +98,7 @@ class ClassifierTask(Task):
 
     Config = ClassifierConfig
     summary_metrics = ("eval/accuracy", "eval/loss")
+    length_keys = ("train.steps",)
 
     def __init__(self, config: ClassifierConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)

@@ -74,13 +74,16 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_resume(args: argparse.Namespace) -> int:
     run = Run.open(Path(args.run_dir), schema_for)
+    changes = run.amend(args.overrides, TASKS.get(run.config.task).length_keys, schema_for) if args.overrides else []
     if distributed.wants_launch(run.config):
         check_data_parallel(run.config)
         return distributed.launch(run.config, ["resume", args.run_dir], args.torchrun)
     distributed.initialise(run.config)
     if not distributed.is_leader():
         run = Run.follower(run.directory, run.config)
-    run.start_log_file()  # so log.txt records where the run resumed from
+    run.start_log_file()  # so log.txt records where the run resumed from and what changed
+    for change in changes:
+        log.info("resumed with %s", change)
     try:
         task = build_task(run)
     except BaseException:
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="continue a stopped or killed run from its newest good checkpoint",
                                  description="Continue a run in the same folder from its newest good checkpoint.")
     resume.add_argument("run_dir", help="the run folder (runs/<experiment>/<timestamp>)")
+    resume.add_argument("overrides", nargs="*",
+                        help="train longer or log differently: train.epochs=25 run.eval_every=500 (saved to config.yaml)")
     _add_torchrun_option(resume)
     resume.set_defaults(handler=command_resume)
     evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint",

@@ -31,6 +31,12 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(temp, path)
 
 
+def _value_at(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
 def _json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
     """Non-finite floats become strings ('nan', 'inf'): strict JSON has no NaN."""
     return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
@@ -77,6 +83,25 @@ class Run:
         if not (directory / CONFIG_FILE).is_file():
             raise UserError(f"{directory}: not a run directory (no {CONFIG_FILE})")
         return cls(directory, load_config(directory / CONFIG_FILE, [], schema_for))
+
+    def amend(self, overrides: list[str], length_keys: tuple[str, ...], schema_for: Callable[[str], type]) -> list[str]:
+        """Change a stopped run's length or bookkeeping before it resumes: `overrides` may name the task's
+        `length_keys` and `run.*` keys but `run.root`, since anything else would make the checkpoints belong
+        to another experiment. Rewrites config.yaml atomically; returns `key: old -> new` lines."""
+        keys = [item.partition("=")[0] for item in overrides]
+        refused = [key for key in keys if key not in length_keys and not (key.startswith("run.") and key != "run.root")]
+        if refused:
+            allowed = ", ".join([*length_keys, "run.* (but run.root)"])
+            raise UserError(f"rlgen resume can change only how long a run trains and how it logs ({allowed}); "
+                            f"not {', '.join(refused)}: start a new run for that")
+        amended = load_config(self.directory / CONFIG_FILE, overrides, schema_for)
+        changes = [f"{key}: {_value_at(self.config, key)} -> {_value_at(amended, key)}" for key in keys]
+        if self.writes:
+            temp = self.directory / f".{CONFIG_FILE}.{os.getpid()}.partial"
+            temp.write_text(config_to_yaml(amended), encoding="utf-8")
+            os.replace(temp, self.directory / CONFIG_FILE)
+        self.config = amended
+        return changes
 
     @classmethod
     def follower(cls, directory: Path, config: Any) -> "Run":

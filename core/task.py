@@ -24,6 +24,8 @@ class Task(ABC):
     summary_metrics: ClassVar[tuple[str, ...]] = ()
     # True when the task splits each batch over torch.distributed ranks (core/distributed.py).
     data_parallel: ClassVar[bool] = False
+    # Config keys that only say how long training runs, which `rlgen resume RUN key=value` may change.
+    length_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
         self.config = config

@@ -96,6 +96,7 @@ class GANTask(Task):
 
     Config = GANConfig
     summary_metrics = ("eval/fid", "eval/mode_kl", "eval/inception_score")
+    length_keys = ("train.epochs",)
 
     def __init__(self, config: GANConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)

@@ -288,6 +288,7 @@ class RBMTask(LayerwiseTask):
 
     Config = RBMExperimentConfig
     summary_metrics = ("eval/test_loglik", "eval/log_z", "eval/test_pseudo_loglik")
+    length_keys = ("train.epochs",)
 
     def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
         return [(self.config.model, self.config.train)]

@@ -84,6 +84,7 @@ class VAETask(Task):
 
     Config = VAEConfig
     summary_metrics = ("eval/test_nll", "eval/test_elbo", "eval/active_units")
+    length_keys = ("train.epochs",)
     data_parallel = True
 
     def __init__(self, config: VAEConfig, run: Run, device: torch.device) -> None:

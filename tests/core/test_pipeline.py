@@ -134,3 +134,31 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), name
     assert _steps_by_tag(run_dir) == _steps_by_tag(straight)
+
+
+def test_a_finished_run_resumed_longer_ends_as_a_run_started_longer(tmp_path: Path, capsys) -> None:
+    overrides = ["train.batch_size=2", "run.checkpoint_every=100", "run.log_every=10"]
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'straight'}", "train.steps=600", *overrides]) == 0
+    [straight] = _run_dirs(tmp_path / "straight")
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'short'}", "train.steps=300", *overrides]) == 0
+    [extended] = _run_dirs(tmp_path / "short")
+
+    assert main(["resume", str(extended), "train.steps=600", "run.eval_every=100"]) == 0
+    resumed, reference = _final_weights(extended), _final_weights(straight)
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+    assert _steps_by_tag(extended) == _steps_by_tag(straight)
+    assert load_config(extended / "config.yaml", [], schema_for).train.steps == 600
+    assert "resumed with train.steps: 300 -> 600" in (extended / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("override", ["optim.lr=0.5", "run.root=/elsewhere", "model.hidden=[3]"])
+def test_resume_refuses_to_change_what_is_trained(tmp_path: Path, capsys, override: str) -> None:
+    assert main(["run", str(XOR), f"run.root={tmp_path}", "train.steps=20"]) == 0
+    [run_dir] = _run_dirs(tmp_path)
+    saved = (run_dir / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["resume", str(run_dir), override]) == 2
+    error = capsys.readouterr().err
+    assert override.partition("=")[0] in error and "train.steps" in error and "Traceback" not in error
+    assert (run_dir / "config.yaml").read_text() == saved
