@@ -205,10 +205,10 @@ def _files(folder: Path) -> dict[Path, tuple[int, int]]:
 
 @pytest.mark.slow  # two sweeps, so Ray starts twice: about a minute on two loaded cores
 def test_an_interrupted_sweep_is_finished_by_the_same_command(tmp_path: Path) -> None:
-    # One trial at a time (each holds both CPUs): a short one, a long one to interrupt midway, then one that
-    # has not started when the sweep is interrupted.
+    # One trial at a time (each holds both CPUs): a short one, a long one (about 10 s) to interrupt midway,
+    # then one that has not started when the sweep is interrupted.
     command = [sys.executable, "-m", "core.cli", "sweep", XOR, f"run.root={tmp_path}", "run.checkpoint_every=200",
-               "run.log_every=100", "run.eval_every=1000", "--grid", "train.steps=600,6000,300",
+               "run.log_every=100", "run.eval_every=1000", "--grid", "train.steps=600,20000,300",
                "--cpus-per-trial=2"]
     environment = {**os.environ, "RAY_ADDRESS": ""}
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -217,7 +217,7 @@ def test_an_interrupted_sweep_is_finished_by_the_same_command(tmp_path: Path) ->
     while time.monotonic() < deadline and process.poll() is None:
         folders = list(tmp_path.glob("xor_mlp/sweep-*"))
         folder = folders[0] if folders else None
-        if folder and list((folder / "train.steps=6000" / "checkpoints").glob("step-*.pt")):
+        if folder and list((folder / "train.steps=20000" / "checkpoints").glob("step-*.pt")):
             break
         time.sleep(0.1)
     assert folder is not None and (folder / "train.steps=600" / "summary.json").is_file()
@@ -230,7 +230,7 @@ def test_an_interrupted_sweep_is_finished_by_the_same_command(tmp_path: Path) ->
     assert _files(folder) == files
     finished = folder / "train.steps=600" / "summary.json"
     stamp = finished.stat().st_mtime_ns
-    long = folder / "train.steps=6000"
+    long = folder / "train.steps=20000"
     assert not (long / "summary.json").is_file()  # written only when a run reaches its last step
     assert not (folder / "train.steps=300").exists()
 
