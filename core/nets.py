@@ -5,6 +5,7 @@ from functools import partial
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
@@ -79,9 +80,14 @@ class NatureTorso(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, C, 84, 84) frames, uint8 in [0, 255] or float in [0, 1] -> (B, 512)."""
-        if obs.dtype == torch.uint8:
-            obs = obs.float() / 255.0
-        return self.layers(obs)
+        if obs.dtype != torch.uint8:
+            return self.layers(obs)
+        # The 1/255 goes into the first convolution's 8k weights instead of the 900k values of 32 frame stacks.
+        first, *rest = self.layers
+        features = F.conv2d(obs.float(), first.weight / 255.0, first.bias, first.stride)
+        for layer in rest:
+            features = layer(features)
+        return features
 
 
 class DuelingHead(nn.Module):

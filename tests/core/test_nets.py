@@ -30,8 +30,13 @@ def test_nature_torso_scales_bytes_and_leaves_floats_alone() -> None:
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     out = torso(frames)
     assert out.shape == (2, 512) and (out >= 0).all()
-    assert torch.allclose(out, torso(frames.float() / 255.0))
+    assert torch.allclose(out, torso(frames.float() / 255.0), atol=1e-6)
     assert not torch.allclose(out, torso(frames.float()))
+    # The scale folded into the first convolution trains its weights as scaled inputs would.
+    first = torso.layers[0].weight
+    by_bytes = torch.autograd.grad(torso(frames).square().sum(), first)[0]
+    by_floats = torch.autograd.grad(torso(frames.float() / 255.0).square().sum(), first)[0]
+    assert torch.allclose(by_bytes, by_floats, rtol=1e-4, atol=1e-6)
 
 
 def test_dueling_head_streams() -> None:
