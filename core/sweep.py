@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -278,6 +279,10 @@ def execute(plan: SweepPlan, address: Optional[str], cpus: float, gpus: float) -
     return errors
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def command_sweep(args: argparse.Namespace) -> int:
     """Plan, run the unfinished trials, then rank all of them into the table and sweep.json."""
     from core.cli import find_experiment
@@ -295,11 +300,17 @@ def command_sweep(args: argparse.Namespace) -> int:
     plan.directory.mkdir(parents=True, exist_ok=True)
     log.info("sweep %s: %d trials, %d finished before", plan.directory, len(plan.trials), done)
     errors: dict[str, str] = {}
+    # Ctrl-C and SIGTERM interrupt the sweep even where the shell started it with SIGINT ignored (`cmd &` in
+    # a script), in which case Python would raise no KeyboardInterrupt.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         if done < len(plan.trials):
             errors = execute(plan, args.address, cpus, gpus)
     except KeyboardInterrupt:
         log.info("interrupted")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     for name, error in errors.items():
         log.warning("trial %s failed: %s", name, error)
     rows = ranked(plan, errors)

@@ -211,7 +211,9 @@ def test_an_interrupted_sweep_is_finished_by_the_same_command(tmp_path: Path) ->
                "run.log_every=100", "run.eval_every=1000", "--grid", "train.steps=600,20000,300",
                "--cpus-per-trial=2"]
     environment = {**os.environ, "RAY_ADDRESS": ""}
-    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Started with SIGINT ignored, as `cmd &` in a script starts it: the sweep must still stop on it.
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 300
     folder = None
     while time.monotonic() < deadline and process.poll() is None:
