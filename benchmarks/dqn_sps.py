@@ -1,5 +1,6 @@
 """DQN speed on Breakout with learning on: rlgen's update against the same update written as bare PyTorch,
-the compute-bound limit it implies, and the whole loop's env steps per second with 1 and 8 envs.
+the compute-bound limit it implies, and the whole loop's env steps per second with 1 and 8 envs, beside
+the same loop written as a bare prototype around the bare update (its ratio to the bare update's limit).
 
 All figures come from one run, in interleaved rounds (the ratios are taken within a round, then the median
 over rounds), and are printed as one JSON object.
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ale_py.vector_env import AtariVectorEnv
 
 import agents  # noqa: F401  (registers the dqn task)
 from agents.dqn import Batch
@@ -25,6 +27,7 @@ from core.nets import NatureTorso
 from core.optim import OptimConfig
 from core.run import Run
 from envs import EnvConfig
+from envs.atari import rom_id, vector_env_settings
 
 
 def _config(num_envs: int, capacity: int, learning_starts: int, device: str, env_threads: int = 0) -> DQNConfig:
@@ -85,6 +88,50 @@ class BareUpdate:
         self.optimizer.step()
 
 
+class BareLoop:
+    """The whole loop as a bare prototype writes it, around `BareUpdate`: ale-py's vector env with rlgen's
+    settings, an epsilon-greedy forward of the bare network, the step handed to the emulator threads while
+    the updates owed (one per 4 env steps) run, and the newest frames copied into the bare frames tensor."""
+
+    def __init__(self, bare: BareUpdate, num_envs: int, env_threads: int) -> None:
+        config = EnvConfig(kind="atari", id="breakout", num_envs=num_envs, num_threads=env_threads)
+        self.env = AtariVectorEnv(rom_id(config.id), num_envs, **vector_env_settings(config, evaluation=False))
+        self.obs = self.env.reset(seed=np.arange(num_envs))[0]
+        self.bare, self.num_envs, self.position, self.credit = bare, num_envs, 4, 0.0
+
+    def _step(self) -> None:
+        bare, count = self.bare, self.num_envs
+        with torch.no_grad():
+            greedy = bare.online(torch.from_numpy(self.obs).to(bare.frames.device)).argmax(dim=1)
+        actions = torch.where(torch.rand(count, device=greedy.device) < 0.05,
+                              torch.randint(4, (count,), device=greedy.device), greedy)
+        self.env.send(actions.cpu().numpy())
+        self.credit += count / 4
+        while self.credit >= 1:
+            self.credit -= 1
+            bare.step()
+        obs, reward, terminated, _, _ = self.env.recv()
+        rows = (self.position + torch.arange(count)) % (bare.capacity - 1)
+        bare.frames[rows] = torch.from_numpy(obs[:, -1]).to(bare.frames.device)
+        bare.actions[rows], bare.rewards[rows] = actions, torch.from_numpy(reward).to(bare.rewards)
+        bare.dones[rows] = torch.from_numpy(terminated).to(bare.dones.device)
+        self.position, self.obs = (self.position + count) % (bare.capacity - 1), obs
+
+    def sps(self, seconds: float) -> float:
+        """Env steps per second over about `seconds`."""
+        device = self.bare.frames.device
+        _sync(device)
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self._step()
+            steps += self.num_envs
+        _sync(device)
+        return steps / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def _rlgen_update(task: DQNTask) -> None:
     sample = task.memory.sample(32)
     task.agent.update(Batch(sample.obs, sample.action, sample.reward, sample.next_obs, sample.discount,
@@ -142,26 +189,33 @@ def main() -> None:
     _fill(task, args.capacity)
     bare = BareUpdate(args.capacity, device)
     loops = {envs: LoopTimer(envs, 50_000, str(device), args.env_threads) for envs in (1, 8)}
+    bare_loop = BareLoop(bare, 8, args.env_threads)
     for _ in range(3):
         _rlgen_update(task)
         bare.step()
     # Each round times every figure back to back, so a ratio compares figures taken under the same load
     # of this shared machine; the medians over rounds are reported.
     rounds: dict[str, list[float]] = {"update_ms": [], "bare_update_ms": [], "loop_1": [], "loop_8": [],
-                                      "overhead": [], "loop_to_limit": []}
+                                      "overhead": [], "loop_to_limit": [], "bare_loop": [], "bare_loop_to_limit": [],
+                                      "loop_to_bare_loop": []}
     for _ in range(args.rounds):
         update_ms = _time_ms(lambda: _rlgen_update(task), device, args.repeats)
         bare_ms = _time_ms(bare.step, device, args.repeats)
         loop_8 = loops[8].sps(args.loop_seconds)
         loop_1 = loops[1].sps(args.loop_seconds)
         update_again_ms = _time_ms(lambda: _rlgen_update(task), device, args.repeats)
+        bare_loop_sps = bare_loop.sps(args.loop_seconds)
+        bare_again_ms = _time_ms(bare.step, device, args.repeats)
         limit_sps = 4 / ((update_ms + update_again_ms) / 2 / 1000)
+        bare_limit_sps = 4 / ((bare_ms + bare_again_ms) / 2 / 1000)
         for key, value in (("update_ms", update_ms), ("bare_update_ms", bare_ms), ("loop_1", loop_1),
                            ("loop_8", loop_8), ("overhead", update_ms / bare_ms - 1),
-                           ("loop_to_limit", loop_8 / limit_sps)):
+                           ("loop_to_limit", loop_8 / limit_sps), ("bare_loop", bare_loop_sps),
+                           ("bare_loop_to_limit", bare_loop_sps / bare_limit_sps),
+                           ("loop_to_bare_loop", loop_8 / bare_loop_sps)):
             rounds[key].append(value)
     task.close()
-    for loop in loops.values():
+    for loop in (*loops.values(), bare_loop):
         loop.close()
     median = {key: float(np.median(values)) for key, values in rounds.items()}
     print(json.dumps({
@@ -180,6 +234,11 @@ def main() -> None:
         "loop_sps_8env": round(median["loop_8"], 1),
         "update_overhead_rounds": [round(value, 3) for value in rounds["overhead"]],
         "loop_to_limit_rounds": [round(value, 3) for value in rounds["loop_to_limit"]],
+        "bare_loop_sps": round(median["bare_loop"], 1),
+        "bare_loop_to_limit": round(median["bare_loop_to_limit"], 3),
+        "bare_loop_to_limit_rounds": [round(value, 3) for value in rounds["bare_loop_to_limit"]],
+        "loop_to_bare_loop": round(median["loop_to_bare_loop"], 3),
+        "loop_to_bare_loop_rounds": [round(value, 3) for value in rounds["loop_to_bare_loop"]],
     }))
 
 
