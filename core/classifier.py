@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import ExperimentConfig, RunConfig
+from core.errors import UserError
 from core.nets import MLP, init_weights
 from core.optim import OptimConfig, Optimizer
 from core.registry import Registry
@@ -102,6 +103,8 @@ class ClassifierTask(Task):
 
     def __init__(self, config: ClassifierConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
+        if config.train.steps < 1 or config.train.batch_size < 0:
+            raise UserError("train.steps must be >= 1 and train.batch_size >= 0 (0 = the whole training set)")
         self.data = DATASETS.get(config.data.name)(config.data, device)
         input_shape = tuple(self.data.train_inputs.shape[1:])
         model = MODELS.get(config.model.name)(config.model, input_shape, self.data.num_classes)

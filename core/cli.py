@@ -77,18 +77,20 @@ def command_resume(args: argparse.Namespace) -> int:
     changes = run.amend(args.overrides, TASKS.get(run.config.task).length_keys, schema_for) if args.overrides else []
     if distributed.wants_launch(run.config):
         check_data_parallel(run.config)
-        return distributed.launch(run.config, ["resume", args.run_dir], args.torchrun)
+        return distributed.launch(run.config, ["resume", args.run_dir, *args.overrides], args.torchrun)
     distributed.initialise(run.config)
     if not distributed.is_leader():
         run = Run.follower(run.directory, run.config)
     run.start_log_file()  # so log.txt records where the run resumed from and what changed
-    for change in changes:
-        log.info("resumed with %s", change)
     try:
         task = build_task(run)
     except BaseException:
         run.close()
         raise
+    if changes:  # saved only once the task has accepted them, so a refused value leaves the run as it was
+        run.save_config()
+        for change in changes:
+            log.info("resumed with %s", change)
     driver = Driver(run, task)
     try:
         restored = driver.restore()

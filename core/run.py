@@ -87,7 +87,7 @@ class Run:
     def amend(self, overrides: list[str], length_keys: tuple[str, ...], schema_for: Callable[[str], type]) -> list[str]:
         """Change a stopped run's length or bookkeeping before it resumes: `overrides` may name the task's
         `length_keys` and `run.*` keys but `run.root`, since anything else would make the checkpoints belong
-        to another experiment. Rewrites config.yaml atomically; returns `key: old -> new` lines."""
+        to another experiment. Changes `self.config` only (`save_config` writes it); returns `key: old -> new`."""
         keys = [item.partition("=")[0] for item in overrides]
         refused = [key for key in keys if key not in length_keys and not (key.startswith("run.") and key != "run.root")]
         if refused:
@@ -96,12 +96,15 @@ class Run:
                             f"not {', '.join(refused)}: start a new run for that")
         amended = load_config(self.directory / CONFIG_FILE, overrides, schema_for)
         changes = [f"{key}: {_value_at(self.config, key)} -> {_value_at(amended, key)}" for key in keys]
-        if self.writes:
-            temp = self.directory / f".{CONFIG_FILE}.{os.getpid()}.partial"
-            temp.write_text(config_to_yaml(amended), encoding="utf-8")
-            os.replace(temp, self.directory / CONFIG_FILE)
         self.config = amended
         return changes
+
+    def save_config(self) -> None:
+        """Rewrite config.yaml from `self.config`, atomically."""
+        if self.writes:
+            temp = self.directory / f".{CONFIG_FILE}.partial"
+            temp.write_text(config_to_yaml(self.config), encoding="utf-8")
+            os.replace(temp, self.directory / CONFIG_FILE)
 
     @classmethod
     def follower(cls, directory: Path, config: Any) -> "Run":

@@ -152,7 +152,7 @@ def test_a_finished_run_resumed_longer_ends_as_a_run_started_longer(tmp_path: Pa
     assert "resumed with train.steps: 300 -> 600" in (extended / "log.txt").read_text()
 
 
-@pytest.mark.parametrize("override", ["optim.lr=0.5", "run.root=/elsewhere", "model.hidden=[3]"])
+@pytest.mark.parametrize("override", ["optim.lr=0.5", "run.root=/elsewhere", "model.hidden=[3]", "train.steps=-5"])
 def test_resume_refuses_to_change_what_is_trained(tmp_path: Path, capsys, override: str) -> None:
     assert main(["run", str(XOR), f"run.root={tmp_path}", "train.steps=20"]) == 0
     [run_dir] = _run_dirs(tmp_path)
@@ -160,5 +160,5 @@ def test_resume_refuses_to_change_what_is_trained(tmp_path: Path, capsys, overri
     capsys.readouterr()
     assert main(["resume", str(run_dir), override]) == 2
     error = capsys.readouterr().err
-    assert override.partition("=")[0] in error and "train.steps" in error and "Traceback" not in error
+    assert ("train.steps" in error or override.partition("=")[0] in error) and "Traceback" not in error
     assert (run_dir / "config.yaml").read_text() == saved
