@@ -1,5 +1,5 @@
 """FID over several seeds: rlgen's GAN experiment (as `rlgen run` trains and scores it) beside the plain
-DataLoader reference loop (`gan_reference.py`), so a difference between the two can be set against the
+DataLoader DCGAN loop (`gan_reference.py`, the reference whatever the experiment), so a difference between the two can be set against the
 seed-to-seed spread of each. Prints one JSON object: per variant the FID, mode KL and the smallest and largest
 class fraction of every seed, and the mean and standard deviation of the FID.
 
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=key=value[,key=value] (or NAME= for none): an rlgen variant to train; "
                              "default: the experiment as it stands, named rlgen")
-    parser.add_argument("--judge", default="runs/judges/mnist_cnn.pt")
+    parser.add_argument("--judge", default="runs/judges/mnist_cnn.pt",
+                        help="the reference's judge (rlgen's runs take their config's eval.classifier)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--root", default=None, help="folder for the rlgen runs (default: a temporary one)")
     args = parser.parse_args()
