@@ -42,6 +42,9 @@ class GANTrainConfig:
     critic_steps: int = 1  # discriminator updates per generator update (WGAN-GP: 5)
     gradient_penalty: float = 10.0  # wgan_gp: weight of the gradient penalty (Gulrajani et al.: 10)
     ema_decay: float = 0.0  # > 0: sample and evaluate with an exponential moving average of G's weights (0.999)
+    # true: the generator's update uses the latents of the last discriminator batch's fakes, as Radford et al.'s
+    # code and PyTorch's DCGAN example do; false: fresh latents
+    reuse_latents: bool = False
     max_loss: float = 1.0e4  # a loss above this in magnitude, or NaN or inf, stops the run as diverged
     check_every: int = 50  # generator updates between reads of the divergence flag off the device
 
@@ -127,6 +130,7 @@ class GANTask(Task):
         self.diverged_at = torch.full((), -1, dtype=torch.long, device=device)
         self.diverged_losses = torch.zeros(2, device=device)
         self._reference: Optional[FeatureStatistics] = None
+        self._fake_latents: Optional[torch.Tensor] = None  # the last discriminator batch's, for reuse_latents
         self._floors: dict[int, float] = {}
 
     @property
@@ -138,8 +142,9 @@ class GANTask(Task):
 
     def _discriminator_step(self) -> dict[str, torch.Tensor]:
         real = self.batches.next().mul_(2).sub_(1)
+        self._fake_latents = self._latents(real.shape[0])
         with torch.no_grad():
-            fake = self.generator(self._latents(real.shape[0]))
+            fake = self.generator(self._fake_latents)
         real_out, fake_out = self.discriminator(real), self.discriminator(fake)
         if self.wasserstein:
             mixing = torch.rand(real.shape[0], 1, 1, 1, device=self.device, generator=self.noise)
@@ -156,7 +161,8 @@ class GANTask(Task):
 
     def _generator_step(self) -> dict[str, torch.Tensor]:
         self.discriminator.requires_grad_(False)
-        fake_out = self.discriminator(self.generator(self._latents(self.config.train.batch_size)))
+        latents = self._fake_latents if self.config.train.reuse_latents else self._latents(self.config.train.batch_size)
+        fake_out = self.discriminator(self.generator(latents))
         loss = wasserstein_generator_loss(fake_out) if self.wasserstein else generator_loss(fake_out)
         figures = _renamed(self.generator_optimizer.step(loss), "generator")
         self.discriminator.requires_grad_(True)

@@ -11,7 +11,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.checkpoint import atomic_save, load_file
-from core.cli import main
+from core.cli import load_components, main
+from core.driver import build_task
+from core.run import Run
+from core.task import schema_for
 from generative import gan_task, mnist_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +119,21 @@ def test_resume_keeps_the_fixed_latents_and_ends_with_the_uninterrupted_paramete
     for network in ("generator", "discriminator"):
         for name, tensor in uninterrupted[network].items():
             assert torch.equal(resumed[network][name], tensor), (network, name)
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_reuse_latents_feeds_the_generator_update_the_discriminator_batch_latents(
+    tmp_path: Path, judge_file: Path, reuse: bool
+) -> None:
+    run_dir = _run(tmp_path, judge_file, GAN_MNIST, "train.epochs=0.003", f"train.reuse_latents={reuse}")
+    load_components()
+    task = build_task(Run.open(run_dir, schema_for))
+    seen: list[torch.Tensor] = []
+    task.generator.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    task.train_step()
+    discriminator_latents, generator_latents = seen
+    assert torch.equal(discriminator_latents, generator_latents) == reuse
+    assert generator_latents.shape == (32, 100)
 
 
 def test_bad_gan_settings_exit_2(tmp_path: Path, capsys) -> None:
