@@ -42,8 +42,9 @@ class GANTrainConfig:
     critic_steps: int = 1  # discriminator updates per generator update (WGAN-GP: 5)
     gradient_penalty: float = 10.0  # wgan_gp: weight of the gradient penalty (Gulrajani et al.: 10)
     ema_decay: float = 0.0  # > 0: sample and evaluate with an exponential moving average of G's weights (0.999)
-    # true: the generator's update uses the latents of the last discriminator batch's fakes, as Radford et al.'s
-    # code and PyTorch's DCGAN example do; false: fresh latents
+    # true: the generator's update scores the last discriminator batch's fakes again (their latents, and the one
+    # generator forward pass that made them), as Radford et al.'s code and PyTorch's DCGAN example do; false:
+    # fresh latents and a second forward pass
     reuse_latents: bool = False
     max_loss: float = 1.0e4  # a loss above this in magnitude, or NaN or inf, stops the run as diverged
     check_every: int = 50  # generator updates between reads of the divergence flag off the device
@@ -130,7 +131,7 @@ class GANTask(Task):
         self.diverged_at = torch.full((), -1, dtype=torch.long, device=device)
         self.diverged_losses = torch.zeros(2, device=device)
         self._reference: Optional[FeatureStatistics] = None
-        self._fake_latents: Optional[torch.Tensor] = None  # the last discriminator batch's, for reuse_latents
+        self._fakes: Optional[torch.Tensor] = None  # the last discriminator batch's, with their graph (reuse_latents)
         self._floors: dict[int, float] = {}
 
     @property
@@ -140,11 +141,14 @@ class GANTask(Task):
     def _latents(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.config.model.latent, device=self.device, generator=self.noise)
 
-    def _discriminator_step(self) -> dict[str, torch.Tensor]:
+    def _discriminator_step(self, keep_fakes: bool) -> dict[str, torch.Tensor]:
+        """One discriminator (critic) update; `keep_fakes` keeps its fakes differentiable for the generator's."""
         real = self.batches.next().mul_(2).sub_(1)
-        self._fake_latents = self._latents(real.shape[0])
-        with torch.no_grad():
-            fake = self.generator(self._fake_latents)
+        latents = self._latents(real.shape[0])
+        with torch.set_grad_enabled(keep_fakes):
+            fakes = self.generator(latents)
+        self._fakes = fakes if keep_fakes else None
+        fake = fakes.detach()
         real_out, fake_out = self.discriminator(real), self.discriminator(fake)
         if self.wasserstein:
             mixing = torch.rand(real.shape[0], 1, 1, 1, device=self.device, generator=self.noise)
@@ -161,8 +165,9 @@ class GANTask(Task):
 
     def _generator_step(self) -> dict[str, torch.Tensor]:
         self.discriminator.requires_grad_(False)
-        latents = self._fake_latents if self.config.train.reuse_latents else self._latents(self.config.train.batch_size)
-        fake_out = self.discriminator(self.generator(latents))
+        fakes = self._fakes if self._fakes is not None else self.generator(self._latents(self.config.train.batch_size))
+        self._fakes = None
+        fake_out = self.discriminator(fakes)
         loss = wasserstein_generator_loss(fake_out) if self.wasserstein else generator_loss(fake_out)
         figures = _renamed(self.generator_optimizer.step(loss), "generator")
         self.discriminator.requires_grad_(True)
@@ -173,8 +178,10 @@ class GANTask(Task):
     def train_step(self) -> dict[str, torch.Tensor | float]:
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        for _ in range(self.config.train.critic_steps):
-            for tag, value in self._discriminator_step().items():
+        steps = self.config.train.critic_steps
+        for index in range(steps):
+            keep_fakes = self.config.train.reuse_latents and index == steps - 1
+            for tag, value in self._discriminator_step(keep_fakes).items():
                 sums[tag] = sums[tag] + value if tag in sums else value
                 counts[tag] = counts.get(tag, 0) + 1
         figures = {tag: value / counts[tag] for tag, value in sums.items()}

@@ -3,6 +3,7 @@ class histogram, evaluates, resumes exactly with the checkpoint's fixed latents,
 a clear message before the bad state reaches a checkpoint."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def test_resume_keeps_the_fixed_latents_and_ends_with_the_uninterrupted_paramete
 
 
 @pytest.mark.parametrize("reuse", [True, False])
-def test_reuse_latents_feeds_the_generator_update_the_discriminator_batch_latents(
+def test_reuse_latents_scores_the_discriminator_batch_fakes_again_in_one_generator_pass(
     tmp_path: Path, judge_file: Path, reuse: bool
 ) -> None:
     run_dir = _run(tmp_path, judge_file, GAN_MNIST, "train.epochs=0.003", f"train.reuse_latents={reuse}")
@@ -131,9 +132,58 @@ def test_reuse_latents_feeds_the_generator_update_the_discriminator_batch_latent
     seen: list[torch.Tensor] = []
     task.generator.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
     task.train_step()
-    discriminator_latents, generator_latents = seen
-    assert torch.equal(discriminator_latents, generator_latents) == reuse
-    assert generator_latents.shape == (32, 100)
+    if reuse:
+        assert len(seen) == 1  # the generator's update reuses the discriminator batch's forward pass
+    else:
+        discriminator_latents, generator_latents = seen
+        assert not torch.equal(discriminator_latents, generator_latents)
+    assert seen[-1].shape == (32, 100)
+
+
+def test_dcgan_updates_with_reused_latents_are_the_plain_example_loops(tmp_path: Path, judge_file: Path) -> None:
+    """Two updates of the gan task against PyTorch's DCGAN example loop (sigmoid + BCELoss, torch's default Adam,
+    zero_grad / backward / step) on copies of the same networks, fed the task's own batches and latents."""
+    run_dir = _run(tmp_path, judge_file, GAN_MNIST, "train.epochs=0.003", "train.reuse_latents=true")
+    load_components()
+    task = build_task(Run.open(run_dir, schema_for))
+    generator, discriminator = copy.deepcopy(task.generator), copy.deepcopy(task.discriminator)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = torch.nn.BCELoss()
+    drawn: dict[str, torch.Tensor] = {}
+    next_batch, next_latents = task.batches.next, task._latents
+
+    def record_batch() -> torch.Tensor:
+        batch = next_batch()
+        drawn["real"] = batch.clone()  # in [0, 1], before the task rescales it in place
+        return batch
+
+    def record_latents(count: int) -> torch.Tensor:
+        drawn["latents"] = next_latents(count)
+        return drawn["latents"]
+
+    task.batches.next, task._latents = record_batch, record_latents
+    for _ in range(2):
+        figures = task.train_step()
+        real, latents = drawn["real"] * 2 - 1, drawn["latents"]
+        ones, zeros = torch.ones(real.shape[0]), torch.zeros(real.shape[0])
+        optimizer_d.zero_grad()
+        fake = generator(latents)
+        loss_d = bce(torch.sigmoid(discriminator(real)), ones) + bce(torch.sigmoid(discriminator(fake.detach())), zeros)
+        loss_d.backward()
+        optimizer_d.step()
+        optimizer_g.zero_grad()
+        loss_g = bce(torch.sigmoid(discriminator(fake)), ones)
+        loss_g.backward()
+        optimizer_g.step()
+        assert float(figures["losses/discriminator"]) == pytest.approx(loss_d.item(), rel=1e-5)
+        assert float(figures["losses/generator"]) == pytest.approx(loss_g.item(), rel=1e-5)
+    for ours, plain in ((task.generator, generator), (task.discriminator, discriminator)):
+        for (name, value), expected in zip(ours.state_dict().items(), plain.state_dict().values()):
+            # Adam moves a parameter by about lr (2e-4) a step, whatever its gradient's size: a parameter whose
+            # gradient is near rounding may differ by a fraction of that; the running statistics must agree.
+            tolerance = 1e-4 if name.endswith(("weight", "bias")) else 1e-6
+            assert torch.allclose(value.float(), expected.float(), rtol=0, atol=tolerance), name
 
 
 def test_bad_gan_settings_exit_2(tmp_path: Path, capsys) -> None:
