@@ -69,6 +69,28 @@ def weights_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def example_update(net_g: Generator, net_d: Discriminator, optimizer_g: optim.Optimizer, optimizer_d: optim.Optimizer,
+                   criterion: nn.Module, real: torch.Tensor, nz: int) -> None:
+    """One discriminator and one generator update, as PyTorch's DCGAN example makes them."""
+    batch = real.shape[0]
+    # (1) D: maximize log D(x) + log(1 - D(G(z)))
+    net_d.zero_grad()
+    label = torch.full((batch,), 1.0, device=real.device)
+    error_real = criterion(net_d(real), label)
+    error_real.backward()
+    fake = net_g(torch.randn(batch, nz, 1, 1, device=real.device))
+    label.fill_(0.0)
+    error_fake = criterion(net_d(fake.detach()), label)
+    error_fake.backward()
+    optimizer_d.step()
+    # (2) G: maximize log D(G(z))
+    net_g.zero_grad()
+    label.fill_(1.0)
+    error_g = criterion(net_d(fake), label)
+    error_g.backward()
+    optimizer_g.step()
+
+
 def train(args: argparse.Namespace, device: torch.device) -> tuple[Generator, int, float]:
     """The example-style loop; returns the generator, the updates made and the training time in seconds."""
     train_images = load_arrays(DataConfig(root=args.data_root))[0]
@@ -83,24 +105,7 @@ def train(args: argparse.Namespace, device: torch.device) -> tuple[Generator, in
     steps, start = 0, time.perf_counter()
     for _ in range(args.epochs):
         for (real,) in loader:
-            real = real.to(device)
-            batch = real.shape[0]
-            # (1) D: maximize log D(x) + log(1 - D(G(z)))
-            net_d.zero_grad()
-            label = torch.full((batch,), 1.0, device=device)
-            error_real = criterion(net_d(real), label)
-            error_real.backward()
-            fake = net_g(torch.randn(batch, args.nz, 1, 1, device=device))
-            label.fill_(0.0)
-            error_fake = criterion(net_d(fake.detach()), label)
-            error_fake.backward()
-            optimizer_d.step()
-            # (2) G: maximize log D(G(z))
-            net_g.zero_grad()
-            label.fill_(1.0)
-            error_g = criterion(net_d(fake), label)
-            error_g.backward()
-            optimizer_g.step()
+            example_update(net_g, net_d, optimizer_g, optimizer_d, criterion, real.to(device), args.nz)
             steps += 1
     return net_g, steps, time.perf_counter() - start
 
