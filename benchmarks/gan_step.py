@@ -19,7 +19,6 @@ import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 
-import generative  # noqa: F401  (registers the gan task)
 from core.config import load_config
 from core.device import resolve_device
 from core.run import Run
