@@ -1,2 +1,2 @@
-"""Reinforcement-learning agents and their training loop."""
-from agents import loop  # noqa: F401  (registers the dqn task)
+"""Reinforcement-learning agents and their training loops."""
+from agents import loop, pqn  # noqa: F401  (register the dqn and pqn tasks)

@@ -1,6 +1,7 @@
 """Deep Q-learning (Mnih et al. 2015) with the switches of its successors, each off by default:
 Double DQN (van Hasselt et al. 2016), dueling head (Wang et al. 2016), prioritized replay weights
-(Schaul et al. 2016), n-step returns, Huber or MSE loss, soft (tau) target updates.
+(Schaul et al. 2016), n-step returns, Huber or MSE loss, soft (tau) target updates, and DrQ's image
+augmentation of replayed observations (Kostrikov et al. 2020).
 """
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.augmentation import make_augmentation
+from agents.exploration import epsilon_greedy
 from core.errors import UserError
-from core.nets import MLP, DuelingHead, NatureTorso
+from core.nets import MLP, NORMS, DuelingHead, NatureTorso
 from core.optim import OptimConfig, Optimizer
+from core.precision import Precision
+from core.registry import unknown_name_message
 
 
 @dataclass
@@ -23,6 +28,7 @@ class DQNAgentConfig:
 
     network: str = "nature"  # nature (conv torso, pixel stacks) | mlp (vector observations)
     mlp_hidden: List[int] = field(default_factory=lambda: [120, 84])  # hidden widths of the mlp network
+    norm: str = "none"  # none | layer: LayerNorm after every torso layer (PQN's network, Gallici et al. 2024)
     dueling: bool = False  # dueling head: Q = V + A - mean(A)
     double: bool = False  # Double DQN: the online net picks the next action, the target net values it
     loss: str = "huber"  # huber (Nature's error clipping to [-1, 1]) | mse
@@ -31,6 +37,7 @@ class DQNAgentConfig:
     target_update_every: int = 10000  # updates between target syncs (Nature: 10,000)
     tau: float = 1.0  # 1 = hard copy; < 1 = soft update target <- tau*online + (1-tau)*target
     clip_rewards: bool = True  # learn from sign(reward), Nature's clipping to [-1, 1]
+    augmentation: str = "none"  # none | shift | shift_intensity: DrQ's random shifts of obs and next_obs per update
 
 
 class Batch(NamedTuple):
@@ -50,21 +57,27 @@ class QNetwork(nn.Module):
     def __init__(self, config: DQNAgentConfig, obs_shape: tuple[int, ...], num_actions: int) -> None:
         super().__init__()
         if config.network == "nature":
-            torso: nn.Module = NatureTorso(in_channels=obs_shape[0])
+            torso: nn.Module = NatureTorso(in_channels=obs_shape[0], norm=config.norm)
             features = torso.out_features
         elif config.network == "mlp":
             features = config.mlp_hidden[-1]
             size = 1
             for dim in obs_shape:
                 size *= dim
-            torso = nn.Sequential(nn.Flatten(), MLP(size, config.mlp_hidden[:-1], features, output_activation="relu"))
+            if config.norm not in NORMS:
+                raise UserError(unknown_name_message("agent.norm", config.norm, list(NORMS)))
+            # LayerNorm after every hidden layer, the last (the torso's output) included.
+            norm = [nn.LayerNorm(features)] if config.norm == "layer" else []
+            torso = nn.Sequential(nn.Flatten(), MLP(size, config.mlp_hidden[:-1], features,
+                                                    layer_norm=config.norm == "layer"), *norm, nn.ReLU())
         else:
             raise UserError(f"agent.network: unknown network {config.network!r}; valid: mlp, nature")
         self.torso = torso
         self.head = DuelingHead(features, num_actions) if config.dueling else nn.Linear(features, num_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.torso(obs))
+        """Q-values in float32 also under a bfloat16 autocast: TD targets and losses are computed from them."""
+        return self.head(self.torso(obs)).float()
 
 
 def td_loss(
@@ -95,7 +108,7 @@ class DQNAgent:
 
     def __init__(
         self, config: DQNAgentConfig, optim: OptimConfig, obs_shape: tuple[int, ...], num_actions: int,
-        total_updates: int, device: torch.device, seed: int,
+        total_updates: int, device: torch.device, seed: int, precision: Precision = Precision(),
     ) -> None:
         if config.loss not in ("huber", "mse"):
             raise UserError(f"agent.loss: unknown loss {config.loss!r}; valid: huber, mse")
@@ -103,23 +116,26 @@ class DQNAgent:
             raise UserError(f"agent.tau must be in (0, 1], got {config.tau}")
         self.config = config
         self.num_actions = num_actions
-        self.online = QNetwork(config, obs_shape, num_actions).to(device)
+        self.online = precision.prepare(QNetwork(config, obs_shape, num_actions).to(device))
         self.target = copy.deepcopy(self.online).requires_grad_(False)
+        # Compiled after the copy: a copied compiled module would still call the original's forward.
+        precision.compile(self.online)
+        precision.compile(self.target)
         self.optimizer = Optimizer(optim, self.online.parameters(), total_steps=max(total_updates, 1))
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.augmentation = make_augmentation(config.augmentation, obs_shape, device, seed)
         self.updates = 0
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
         """Epsilon-greedy actions for all environments from one batched forward pass."""
-        greedy = self.online(obs).argmax(dim=1)
-        count = obs.shape[0]
-        explore = torch.rand(count, device=obs.device, generator=self.generator) < epsilon
-        random_actions = torch.randint(self.num_actions, (count,), device=obs.device, generator=self.generator)
-        return torch.where(explore, random_actions, greedy)
+        return epsilon_greedy(self.online(obs).argmax(dim=1), self.num_actions, epsilon, self.generator)
 
     def update(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One gradient step; returns the figures to log and the TD errors (for new priorities)."""
+        if self.augmentation is not None:
+            # Independent shifts for both ends of the transition, as DrQ (K = M = 1) and Dopamine draw them.
+            batch = batch._replace(obs=self.augmentation(batch.obs), next_obs=self.augmentation(batch.next_obs))
         loss, td_error, q_mean = td_loss(self.online, self.target, batch, self.config.double, self.config.loss)
         optimizer_figures = self.optimizer.step(loss)
         self.updates += 1
@@ -140,13 +156,16 @@ class DQNAgent:
             target.copy_(online)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "updates": self.updates,
         }
+        if self.augmentation is not None:
+            state["augmentation"] = self.augmentation.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.online.load_state_dict(state["online"])
@@ -154,3 +173,6 @@ class DQNAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
         self.updates = state["updates"]
+        # Checkpoints written before augmentation existed have no state for it: it goes on as seeded.
+        if self.augmentation is not None and "augmentation" in state:
+            self.augmentation.load_state_dict(state["augmentation"])

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 
 from agents.dqn import Batch, DQNAgent, DQNAgentConfig
-from agents.evaluation import EvalConfig, evaluate_policy, log_gameplay
+from agents.env_task import EnvTask
+from agents.evaluation import EvalConfig
+from agents.exploration import linear_epsilon
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.optim import OptimConfig
 from core.replay import ReplayMemory
 from core.run import Run
-from core.task import TASKS, Task
+from core.task import TASKS
 from envs import EnvConfig, make_env
 
 
@@ -66,12 +68,10 @@ class DQNConfig(ExperimentConfig):
 
 
 @TASKS.register("dqn")
-class DQNTask(Task):
+class DQNTask(EnvTask):
     """Deep Q-learning on a vector of environments."""
 
     Config = DQNConfig
-    summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return")
-    length_keys = ("train.total_steps",)
 
     def __init__(self, config: DQNConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -83,7 +83,7 @@ class DQNTask(Task):
         total_updates = max(train.total_steps - train.learning_starts, 0) // train.train_every
         self.agent = DQNAgent(
             config.agent, config.optim, tuple(self.env.obs_shape), self.env.num_actions, total_updates, device,
-            seed=config.seed,
+            seed=config.seed, precision=self.precision,
         )
         self.memory = ReplayMemory(
             capacity=config.replay.capacity,
@@ -101,17 +101,11 @@ class DQNTask(Task):
         )
         self.obs: np.ndarray | None = None  # games start on the first step (see `_start_games`)
         self.update_credit = 0.0
-        self.recent_returns: list[float] = []
-
-    @property
-    def total_steps(self) -> int:
-        return self.config.train.total_steps
 
     def epsilon(self) -> float:
         """Linear decay from epsilon_start to epsilon_end over epsilon_decay_steps environment steps."""
         train = self.config.train
-        fraction = min(self.step / max(train.epsilon_decay_steps, 1), 1.0)
-        return train.epsilon_start + fraction * (train.epsilon_end - train.epsilon_start)
+        return linear_epsilon(self.step, train.epsilon_start, train.epsilon_end, train.epsilon_decay_steps)
 
     def _start_games(self) -> np.ndarray:
         """New games in every env; the memory ends the episodes it holds there (they bootstrap)."""
@@ -137,12 +131,7 @@ class DQNTask(Task):
         self.memory.add(actions, reward, result.terminated, result.obs, result.first)
         self.obs = result.obs
         self.step += self.num_envs
-        if result.finished:
-            # Games of several envs can end on the same step: one point per step keeps the curve a function.
-            scores = [game.score for game in result.finished]
-            self.run.tb.scalar("charts/episodic_return", float(np.mean(scores)), self.step)
-            self.run.tb.scalar("charts/episodic_length", float(np.mean([g.length for g in result.finished])), self.step)
-            self.recent_returns = (self.recent_returns + scores)[-10:]
+        self.episodes.record(result.finished, self.step)
         return figures
 
     def _learn(self) -> dict[str, torch.Tensor]:
@@ -159,32 +148,18 @@ class DQNTask(Task):
                 self.memory.update_priorities(sample.indices, td_error)
         return figures
 
-    def evaluate(self, final: bool = False) -> dict[str, float]:
-        metrics, frames = evaluate_policy(self.agent, self.config.env, self.config.eval, self.config.seed, self.device)
-        if frames is not None:
-            log_gameplay(self.run.tb, frames, self.step)
-        return metrics
-
-    def progress_figures(self) -> dict[str, float]:
-        if not self.recent_returns:
-            return {}
-        return {"return_last10": float(np.mean(self.recent_returns))}
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "agent": self.agent.state_dict(),
             "memory": self.memory.state_dict(),
             "update_credit": self.update_credit,
-            "recent_returns": list(self.recent_returns),
+            **self.episodes.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
         self.memory.load_state_dict(state["memory"])
         self.update_credit = state["update_credit"]
-        self.recent_returns = list(state["recent_returns"])
+        self.episodes.load_state_dict(state)
         # The vector env cannot restore emulator state: new games start on the next step, as in Dopamine.
         self.obs = None
-
-    def close(self) -> None:
-        self.env.close()

@@ -1,6 +1,7 @@
-"""DQN speed on Breakout with learning on: rlgen's update against the same update written as bare PyTorch,
-the compute-bound limit it implies, and the whole loop's env steps per second with 1 and 8 envs, beside
-the same loop written as a bare prototype around the bare update (its ratio to the bare update's limit).
+"""DQN speed on Breakout with learning on: rlgen's update (at the precision `auto` picks here, and in bf16)
+against the same update written as bare float32 PyTorch, the compute-bound limit it implies, and the whole
+loop's env steps per second with 1 and 8 envs, beside the same loop written as a bare prototype around the
+bare update (its ratio to the bare update's limit).
 
 All figures come from one run, in interleaved rounds (the ratios are taken within a round, then the median
 over rounds), and are printed as one JSON object.
@@ -25,14 +26,16 @@ from core.config import RunConfig
 from core.device import resolve_device
 from core.nets import NatureTorso
 from core.optim import OptimConfig
+from core.precision import native_bf16
 from core.run import Run
 from envs import EnvConfig
 from envs.atari import rom_id, vector_env_settings
 
 
-def _config(num_envs: int, capacity: int, learning_starts: int, device: str, env_threads: int = 0) -> DQNConfig:
+def _config(num_envs: int, capacity: int, learning_starts: int, device: str, env_threads: int = 0,
+            precision: str = "auto") -> DQNConfig:
     config = DQNConfig(
-        name="bench", device=device,
+        name="bench", device=device, precision=precision,
         env=EnvConfig(kind="atari", id="breakout", num_envs=num_envs, num_threads=env_threads),
         optim=OptimConfig(name="adam", lr=1e-4),
         run=RunConfig(root=tempfile.mkdtemp(prefix="rlgen-bench-")),
@@ -134,8 +137,9 @@ class BareLoop:
 
 def _rlgen_update(task: DQNTask) -> None:
     sample = task.memory.sample(32)
-    task.agent.update(Batch(sample.obs, sample.action, sample.reward, sample.next_obs, sample.discount,
-                            sample.weights))
+    with task.precision.autocast():  # as the driver runs every training step
+        task.agent.update(Batch(sample.obs, sample.action, sample.reward, sample.next_obs, sample.discount,
+                                sample.weights))
 
 
 def _sync(device: torch.device) -> None:
@@ -158,7 +162,8 @@ class LoopTimer:
     def __init__(self, num_envs: int, capacity: int, device: str, env_threads: int) -> None:
         self.task = _task(_config(num_envs, capacity, learning_starts=2_000, device=device, env_threads=env_threads))
         while self.task.step < 2_000 + 64:
-            self.task.train_step()
+            with self.task.precision.autocast():
+                self.task.train_step()
 
     def sps(self, seconds: float) -> float:
         """Env steps per second over about `seconds` of training."""
@@ -166,7 +171,8 @@ class LoopTimer:
         _sync(task.device)
         start_step, start = task.step, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            task.train_step()
+            with task.precision.autocast():
+                task.train_step()
         _sync(task.device)
         return (task.step - start_step) / (time.perf_counter() - start)
 
@@ -187,20 +193,25 @@ def main() -> None:
     device = resolve_device(args.device)
     task = _task(_config(8, args.capacity, learning_starts=0, device=str(device)))
     _fill(task, args.capacity)
+    bf16_task = _task(_config(8, args.capacity, learning_starts=0, device=str(device), precision="bf16"))
+    _fill(bf16_task, args.capacity)
     bare = BareUpdate(args.capacity, device)
     loops = {envs: LoopTimer(envs, 50_000, str(device), args.env_threads) for envs in (1, 8)}
     bare_loop = BareLoop(bare, 8, args.env_threads)
     for _ in range(3):
         _rlgen_update(task)
+        _rlgen_update(bf16_task)
         bare.step()
     # Each round times every figure back to back, so a ratio compares figures taken under the same load
     # of this shared machine; the medians over rounds are reported.
-    rounds: dict[str, list[float]] = {"update_ms": [], "bare_update_ms": [], "loop_1": [], "loop_8": [],
+    rounds: dict[str, list[float]] = {"update_ms": [], "bare_update_ms": [], "bf16_update_ms": [],
+                                      "bf16_to_bare_update": [], "loop_1": [], "loop_8": [],
                                       "overhead": [], "loop_to_limit": [], "bare_loop": [], "bare_loop_to_limit": [],
                                       "loop_to_bare_loop": []}
     for _ in range(args.rounds):
         update_ms = _time_ms(lambda: _rlgen_update(task), device, args.repeats)
         bare_ms = _time_ms(bare.step, device, args.repeats)
+        bf16_ms = _time_ms(lambda: _rlgen_update(bf16_task), device, args.repeats)
         loop_8 = loops[8].sps(args.loop_seconds)
         loop_1 = loops[1].sps(args.loop_seconds)
         update_again_ms = _time_ms(lambda: _rlgen_update(task), device, args.repeats)
@@ -208,13 +219,15 @@ def main() -> None:
         bare_again_ms = _time_ms(bare.step, device, args.repeats)
         limit_sps = 4 / ((update_ms + update_again_ms) / 2 / 1000)
         bare_limit_sps = 4 / ((bare_ms + bare_again_ms) / 2 / 1000)
-        for key, value in (("update_ms", update_ms), ("bare_update_ms", bare_ms), ("loop_1", loop_1),
+        for key, value in (("update_ms", update_ms), ("bare_update_ms", bare_ms), ("bf16_update_ms", bf16_ms),
+                           ("bf16_to_bare_update", bf16_ms / ((bare_ms + bare_again_ms) / 2)), ("loop_1", loop_1),
                            ("loop_8", loop_8), ("overhead", update_ms / bare_ms - 1),
                            ("loop_to_limit", loop_8 / limit_sps), ("bare_loop", bare_loop_sps),
                            ("bare_loop_to_limit", bare_loop_sps / bare_limit_sps),
                            ("loop_to_bare_loop", loop_8 / bare_loop_sps)):
             rounds[key].append(value)
     task.close()
+    bf16_task.close()
     for loop in (*loops.values(), bare_loop):
         loop.close()
     median = {key: float(np.median(values)) for key, values in rounds.items()}
@@ -224,8 +237,14 @@ def main() -> None:
         "env_threads": args.env_threads,
         "replay_capacity": args.capacity,
         "rounds": args.rounds,
+        "precision": task.precision.name,
+        "channels_last": task.precision.channels_last,
+        "native_bf16": native_bf16(device),
         "update_ms": round(median["update_ms"], 3),
         "bare_update_ms": round(median["bare_update_ms"], 3),
+        "bf16_update_ms": round(median["bf16_update_ms"], 3),
+        "bf16_to_bare_update": round(median["bf16_to_bare_update"], 3),
+        "bf16_to_bare_update_rounds": [round(value, 3) for value in rounds["bf16_to_bare_update"]],
         "update_overhead": round(median["overhead"], 3),
         "limit_sps": round(4 / (median["update_ms"] / 1000), 1),
         "loop_sps": round(median["loop_8"], 1),

@@ -1,7 +1,7 @@
 """Time per DCGAN update: the `gan` task as gan_mnist.yaml configures it (one generator pass per update), the
 same with `train.reuse_latents=false` (a second generator pass for fresh latents), and the reference loop of
-gan_reference.py (PyTorch's example update over a DataLoader). The three alternate in rounds on one machine, so
-the ratios are side by side. Prints one JSON object: median milliseconds per update and the ratios.
+gan_reference.py (PyTorch's example update over a DataLoader), and the first in bfloat16 (`precision=bf16`). They
+alternate in rounds on one machine, so the ratios are side by side. Prints one JSON object: median milliseconds per update and the ratios.
 
     python benchmarks/gan_step.py --threads 1 --rounds 4 --updates 30
 """
@@ -30,8 +30,8 @@ from generative.gan_task import GANTask
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _task(args: argparse.Namespace, device: torch.device, reuse: bool) -> GANTask:
-    overrides = [f"train.reuse_latents={str(reuse).lower()}", f"eval.classifier={args.judge}",
+def _task(args: argparse.Namespace, device: torch.device, reuse: bool, precision: str = "auto") -> GANTask:
+    overrides = [f"train.reuse_latents={str(reuse).lower()}", f"eval.classifier={args.judge}", f"precision={precision}",
                  f"run.root={tempfile.mkdtemp(prefix='rlgen-bench-')}", f"device={device}"]
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
@@ -61,6 +61,14 @@ def _example(args: argparse.Namespace, device: torch.device) -> Callable[[], Non
     return update
 
 
+def _training_step(task: GANTask) -> Callable[[], None]:
+    """The task's update inside its precision's autocast, as the driver runs it."""
+    def update() -> None:
+        with task.precision.autocast():
+            task.train_step()
+    return update
+
+
 def _seconds_per_update(update: Callable[[], object], count: int, device: torch.device) -> float:
     update()  # warm-up
     if device.type == "cuda":
@@ -86,8 +94,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     one_pass, two_passes = _task(args, device, True), _task(args, device, False)
-    contenders = {"rlgen_one_pass": one_pass.train_step, "rlgen_two_passes": two_passes.train_step,
-                  "example_loop": _example(args, device)}
+    bf16 = _task(args, device, True, precision="bf16")
+    contenders = {"rlgen_one_pass": _training_step(one_pass), "rlgen_two_passes": _training_step(two_passes),
+                  "example_loop": _example(args, device), "rlgen_one_pass_bf16": _training_step(bf16)}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, update in contenders.items():
@@ -96,7 +105,10 @@ def main() -> None:
     result = {"device": str(device), "threads": torch.get_num_threads(), "rounds": args.rounds,
               "updates_per_round": args.updates, **{f"{name}_ms": round(value, 2) for name, value in ms.items()},
               "one_pass_over_two_passes": round(ms["rlgen_one_pass"] / ms["rlgen_two_passes"], 3),
-              "one_pass_over_example": round(ms["rlgen_one_pass"] / ms["example_loop"], 3)}
+              "one_pass_over_example": round(ms["rlgen_one_pass"] / ms["example_loop"], 3),
+              "precision": one_pass.precision.name, "channels_last": one_pass.precision.channels_last,
+              "bf16_over_fp32": round(statistics.median(  # within each round, then the median
+                  bf / fp for fp, bf in zip(times["rlgen_one_pass"], times["rlgen_one_pass_bf16"])), 3)}
     print(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything rlgen measures on a lent GPU, in one call that fits a short lease: the CUDA tests, the DQN
-# benchmark and the Breakout job's own SPS, the VAE throughput benchmark, the GAN seeds comparison.
+# benchmark (fp32 and bf16), the update under each precision, layout and compilation, the Breakout job's
+# own SPS, the VAE throughput benchmark, the GAN seeds comparison.
 # Expects Python wheels of the packages the GPU image lacks in .whl/ and MNIST in $RLGEN_DATA/mnist;
 # writes each figure's JSON and log under $OUT. Every stage has its own time limit; the GAN seeds get what
 # is left of DEADLINE seconds (570: a call may run 600).
@@ -26,6 +27,9 @@ timeout 90 python3 -m pytest -q -p no:cacheprovider tests/core/test_replay_memor
 
 stage "dqn_sps"
 timeout 150 python3 benchmarks/dqn_sps.py --device cuda --rounds 3 --loop-seconds 5 | tee "$OUT/dqn_sps.json"
+
+stage "update_variants"
+timeout 120 python3 benchmarks/update_variants.py --device cuda --rounds 3 --skip fp32_channels_last_compiled | tee "$OUT/update_variants.json"
 
 stage "dqn_breakout.yaml"
 timeout -s KILL "${BREAKOUT_SECONDS:-80}" python3 -m core.cli run experiments/dqn_breakout.yaml train.learning_starts=20000 run.eval_every=10000000 \

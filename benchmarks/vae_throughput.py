@@ -5,7 +5,8 @@ against the usual `torch.utils.data.DataLoader` loop over the same images (PyTor
 Every epoch (round) of each variant is run in chunks of about 52 batches interleaved with the others', so
 all three see the same machine even when its speed drifts; the ratios are taken within each round and
 their medians printed as one JSON object: `overhead` = rlgen / compute-only - 1 (the cost of rlgen's data
-path), `speedup` = DataLoader / rlgen.
+path), `speedup` = DataLoader / rlgen, `bf16_to_fp32` = rlgen's step in bfloat16 / rlgen's step at the precision
+`auto` picks here.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import generative  # noqa: F401  (registers the vae task)
 from core.config import RunConfig
 from core.device import resolve_device
+from core.precision import native_bf16
 from core.run import Run
 from generative.data import DataConfig
 from generative.vae import VAEModelConfig
@@ -36,9 +38,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _task(device: torch.device, data_root: str | None) -> VAETask:
+def _task(device: torch.device, data_root: str | None, precision: str = "auto") -> VAETask:
     config = VAEConfig(
-        name="bench", device=str(device), data=DataConfig(root=data_root, binarize="dynamic"),
+        name="bench", device=str(device), precision=precision, data=DataConfig(root=data_root, binarize="dynamic"),
         model=VAEModelConfig(hidden=[400], latent=20, activation="relu"),
         train=VAETrainConfig(epochs=1000, batch_size=128),
         run=RunConfig(root=tempfile.mkdtemp(prefix="rlgen-bench-")),
@@ -50,8 +52,9 @@ def _task(device: torch.device, data_root: str | None) -> VAETask:
 def _rlgen_steps(task: VAETask, count: int) -> float:
     _sync(task.device)
     start = time.perf_counter()
-    for _ in range(count):
-        task.train_step()
+    with task.precision.autocast():  # as the driver runs every training step
+        for _ in range(count):
+            task.train_step()
     _sync(task.device)
     return time.perf_counter() - start
 
@@ -124,12 +127,14 @@ def main() -> None:
 
     device = resolve_device(args.device)
     task = _task(device, args.data_root)
+    bf16_task = _task(device, args.data_root, precision="bf16")
     fixed_batch = task.batches.next()
     example = ExampleLoop(task.data.train.cpu().float().div(255.0), device)
     variants = {
         "rlgen": lambda count: _rlgen_steps(task, count),
         "compute_only": lambda count: _compute_only_steps(task, fixed_batch, count),
         "dataloader": example.steps,
+        "rlgen_bf16": lambda count: _rlgen_steps(bf16_task, count),
     }
     per_epoch = task.batches.batches_per_epoch
     chunk_sizes = [per_epoch // args.chunks + (i < per_epoch % args.chunks) for i in range(args.chunks)]
@@ -140,7 +145,8 @@ def main() -> None:
         epoch = dict.fromkeys(variants, 0.0)
         for index, size in enumerate(chunk_sizes):
             names = list(variants)
-            for name in names[index % 3:] + names[:index % 3]:  # rotate who goes first
+            first = index % len(names)
+            for name in names[first:] + names[:first]:  # rotate who goes first
                 epoch[name] += variants[name](size)
         for name, seconds in epoch.items():
             times[name].append(seconds)
@@ -148,10 +154,13 @@ def main() -> None:
     # Ratios within a round, then their medians: the machine's speed drifts between rounds.
     overheads = [a / b - 1 for a, b in zip(times["rlgen"], times["compute_only"])]
     speedups = [c / a for a, c in zip(times["rlgen"], times["dataloader"])]
+    bf16_ratios = [b / a for a, b in zip(times["rlgen"], times["rlgen_bf16"])]
     print(json.dumps({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "batches_per_epoch": task.batches.batches_per_epoch,
+        "precision": task.precision.name,
+        "native_bf16": native_bf16(device),
         "rounds": args.rounds,
         "chunks": args.chunks,
         "rlgen_epoch_s": round(median["rlgen"], 3),
@@ -159,6 +168,9 @@ def main() -> None:
         "dataloader_epoch_s": round(median["dataloader"], 3),
         "overhead": round(statistics.median(overheads), 3),
         "speedup": round(statistics.median(speedups), 3),
+        "rlgen_bf16_epoch_s": round(median["rlgen_bf16"], 3),
+        "bf16_to_fp32": round(statistics.median(bf16_ratios), 3),
+        "bf16_to_fp32_rounds": [round(value, 3) for value in bf16_ratios],
         "overhead_rounds": [round(value, 3) for value in overheads],
         "speedup_rounds": [round(value, 3) for value in speedups],
         "epoch_s_rounds": {name: [round(value, 3) for value in values] for name, values in times.items()},

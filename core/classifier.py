@@ -108,7 +108,7 @@ class ClassifierTask(Task):
         self.data = DATASETS.get(config.data.name)(config.data, device)
         input_shape = tuple(self.data.train_inputs.shape[1:])
         model = MODELS.get(config.model.name)(config.model, input_shape, self.data.num_classes)
-        self.model = init_weights(model, config.model.init).to(device)
+        self.model = self.precision.prepare(init_weights(model, config.model.init).to(device))
         self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=config.train.steps)
         size = len(self.data.train_labels)
         self.batch_size = min(config.train.batch_size or size, size)
@@ -130,7 +130,7 @@ class ClassifierTask(Task):
 
     def train_step(self) -> dict[str, torch.Tensor]:
         indices = self._next_indices()
-        logits = self.model(self.data.train_inputs[indices])
+        logits = self.model(self.precision.images(self.data.train_inputs[indices])).float()
         loss = F.cross_entropy(logits, self.data.train_labels[indices])
         figures = self.optimizer.step(loss)
         self.step += 1

@@ -17,8 +17,9 @@ from core.errors import UserError
 from core.nets import ACTIVATIONS, INIT_SCHEMES
 from core.optim import OPTIMIZERS, SCHEDULES
 from core.progress import TqdmLogHandler
+from core.report import add_report_parser
 from core.registry import all_registries
-from core.run import Run
+from core.run import Run, load_saved_config
 from core.sweep import add_sweep_parser
 from core.task import TASKS, schema_for
 
@@ -125,9 +126,21 @@ def command_eval(args: argparse.Namespace) -> int:
     if args.episodes is not None:
         overrides.append(f"eval.episodes={args.episodes}")
     if overrides:
-        run.config = load_config(directory / "config.yaml", overrides, schema_for)
+        run.config = load_saved_config(directory, overrides, schema_for)
     result = evaluate_run(run)
     print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def command_fetch(args: argparse.Namespace) -> int:
+    """Download an image dataset once (verified) to where runs and tests look for it."""
+    # Imported here, like every component package (load_components): generative's GAN judge imports core.cli.
+    from generative.data import DATASETS, DataConfig, data_root, load_arrays
+
+    config = DataConfig(name=args.dataset, root=args.root, mirrors=list(args.mirror))
+    train, _, test, _ = load_arrays(config)
+    print(f"{args.dataset}: {len(train)} training and {len(test)} test images in "
+          f"{data_root(config) / DATASETS[args.dataset].folder}")
     return 0
 
 
@@ -178,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, help="games to play (RL runs): short for eval.episodes=N")
     evaluate.set_defaults(handler=command_eval)
     add_sweep_parser(commands)
+    add_report_parser(commands)
+    fetch = commands.add_parser("fetch", help="download an image dataset once, checksums verified",
+                                description="Download MNIST or Fashion-MNIST to data.root's default: $RLGEN_DATA, "
+                                            "else ~/.cache/rlgen/data.")
+    fetch.add_argument("dataset", help="mnist | fashion_mnist")
+    fetch.add_argument("--root", default=None, help="data root instead of $RLGEN_DATA / ~/.cache/rlgen/data")
+    fetch.add_argument("--mirror", action="append", default=[], help="a base URL tried first (file:// works)")
+    fetch.set_defaults(handler=command_fetch)
     listing = commands.add_parser("list", help="list experiments and registered components",
                                   description="List the experiment files and every registered component.")
     listing.set_defaults(handler=command_list)

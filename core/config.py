@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from core.errors import UserError
+from core.precision import PRECISIONS
 from core.registry import closest_names
 
 
@@ -62,6 +63,9 @@ class ExperimentConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch's deterministic algorithms (slower, bit-reproducible)
     threads: int = 0  # CPU threads for torch's operators; 0 = torch's default (one per core)
+    precision: str = "auto"  # auto | fp32 | tf32 | bf16 (core/precision.py); run folders keep the resolved one
+    channels_last: Optional[bool] = None  # conv nets and image batches in NHWC; null = where it measured faster
+    compile: bool = False  # torch.compile the task's networks (tasks that measured a gain; eager where it fails)
     run: RunConfig = field(default_factory=RunConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -265,6 +269,8 @@ def build_config(
     missing = sorted(OmegaConf.missing_keys(config))
     if missing:
         raise UserError(f"{source}: missing required value for {', '.join(repr(k) for k in missing)}")
+    if config.precision not in PRECISIONS:
+        raise UserError(f"{source}: precision: {config.precision!r} is not one of {', '.join(PRECISIONS)}")
     return OmegaConf.to_object(config)
 
 

@@ -71,7 +71,11 @@ def build_task(run: Run) -> Task:
     set_deterministic(config.deterministic)
     set_threads(config.threads)
     flush_denormals()
-    return task_class(config, run, device)
+    saved = (config.precision, config.channels_last)
+    task = task_class(config, run, device)
+    if (config.precision, config.channels_last) != saved and distributed.is_leader():
+        run.save_config()  # `auto` and null resolved for this machine: the run replays with what it trained with
+    return task
 
 
 def check_data_parallel(config: Any) -> None:
@@ -173,7 +177,9 @@ class Driver:
             with StopRequest() as stop:
                 while task.step < total and not distributed.any_rank(stop.requested, task.device):
                     before = task.step
-                    for tag, value in task.train_step().items():
+                    with task.precision.autocast():
+                        step_figures = task.train_step()
+                    for tag, value in step_figures.items():
                         value = value.detach() if isinstance(value, torch.Tensor) else value
                         sums[tag] = sums[tag] + value if tag in sums else value
                         counts[tag] = counts.get(tag, 0) + 1

@@ -58,33 +58,52 @@ class MLP(nn.Sequential):
         self.out_features = out_features
 
 
+NORMS = ("none", "layer")
+
+
+def is_channels_last(weight: torch.Tensor) -> bool:
+    """True for a 4-d weight stored channels-last (NHWC), the layout `Precision.prepare` gives conv nets."""
+    return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 class NatureTorso(nn.Module):
-    """Mnih et al. (2015) convolutions: (B, 4, 84, 84) -> 512 features. uint8 frames are scaled by
-    1/255 here, so replay memories can keep them as bytes; float input is used as it is."""
+    """Mnih et al. (2015) convolutions: (B, 4, 84, 84) -> 512 features, with LayerNorm after every layer when
+    `norm` is `layer` (PQN, Gallici et al. 2024). uint8 frames are scaled by 1/255 here, so replay memories can
+    keep them as bytes; float input is used as it is. Input arrives in the layout of the first convolution's
+    weights (channels-last or not) in the same copy that converts the bytes."""
 
     out_features = 512
 
-    def __init__(self, in_channels: int = 4) -> None:
+    def __init__(self, in_channels: int = 4, norm: str = "none") -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise UserError(unknown_name_message("norm", norm, list(NORMS)))
+
+        def normed(*shape: int) -> list[nn.Module]:
+            return [nn.LayerNorm(list(shape))] if norm == "layer" else []
+
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),
-            nn.ReLU(),
+            nn.Conv2d(in_channels, 32, 8, stride=4), *normed(32, 20, 20), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), *normed(64, 9, 9), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), *normed(64, 7, 7), nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(64 * 7 * 7, self.out_features),
-            nn.ReLU(),
+            nn.Linear(64 * 7 * 7, self.out_features), *normed(self.out_features), nn.ReLU(),
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, C, 84, 84) frames, uint8 in [0, 255] or float in [0, 1] -> (B, 512)."""
-        if obs.dtype != torch.uint8:
-            return self.layers(obs)
-        # The 1/255 goes into the first convolution's 8k weights instead of the 900k values of 32 frame stacks.
         first, *rest = self.layers
-        features = F.conv2d(obs.float(), first.weight / 255.0, first.bias, first.stride)
+        layout = torch.channels_last if is_channels_last(first.weight) else torch.contiguous_format
+        weight = first.weight
+        if obs.dtype == torch.uint8:
+            # Bytes go straight to the dtype the convolution computes in (bfloat16 holds 0..255 exactly), and
+            # the 1/255 into the first convolution's 8k weights instead of the 900k values of 32 frame stacks.
+            device_type = obs.device.type
+            dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
+            obs, weight = obs.to(dtype, memory_format=layout), weight / 255.0
+        else:
+            obs = obs.contiguous(memory_format=layout)
+        features = F.conv2d(obs, weight, first.bias, first.stride)
         for layer in rest:
             features = layer(features)
         return features

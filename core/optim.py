@@ -17,6 +17,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
+    "radam": torch.optim.RAdam,  # Liu et al. 2020; PQN's optimizer (Gallici et al. 2024)
 }
 SCHEDULES = ("constant", "linear", "cosine", "step", "piecewise")
 
@@ -39,21 +40,21 @@ class ScheduleConfig:
 class OptimConfig:
     """A torch optimizer by name; None leaves an argument at torch's default for that optimizer."""
 
-    name: str = "adam"  # sgd | rmsprop | adam | adamw
+    name: str = "adam"  # sgd | rmsprop | adam | adamw | radam
     lr: float = 1e-3  # base learning rate
     momentum: Optional[float] = None  # sgd, rmsprop
     dampening: Optional[float] = None  # sgd
     nesterov: Optional[bool] = None  # sgd
     alpha: Optional[float] = None  # rmsprop: decay of the squared-gradient average
     centered: Optional[bool] = None  # rmsprop: divide by the gradient's variance, not its second moment
-    betas: Optional[List[float]] = None  # adam, adamw: decays of the first and second moments
-    eps: Optional[float] = None  # rmsprop, adam, adamw: added to the denominator
+    betas: Optional[List[float]] = None  # adam, adamw, radam: decays of the first and second moments
+    eps: Optional[float] = None  # rmsprop, adam, adamw, radam: added to the denominator
     weight_decay: Optional[float] = None  # all: L2 penalty (decoupled in adamw)
     amsgrad: Optional[bool] = None  # adam, adamw: use the maximum of past second moments
     maximize: Optional[bool] = None  # all: ascend instead of descend
-    foreach: Optional[bool] = None  # all: multi-tensor kernels; null = on where fused kernels are missing (rmsprop)
+    foreach: Optional[bool] = None  # all: multi-tensor kernels; null = on where fused kernels are missing (rmsprop, radam)
     fused: Optional[bool] = None  # sgd, adam, adamw: one kernel per tensor; null = on unless foreach is set
-    capturable: Optional[bool] = None  # rmsprop, adam, adamw: safe to capture in CUDA graphs
+    capturable: Optional[bool] = None  # rmsprop, adam, adamw, radam: safe to capture in CUDA graphs
     differentiable: Optional[bool] = None  # all: let autograd through the step
     grad_clip_norm: Optional[float] = None  # clip the global gradient norm to this value before each step
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # learning-rate schedule

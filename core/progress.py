@@ -51,7 +51,8 @@ class Progress:
         done = step - self._start_step
         if done <= 0:
             return ""
-        remaining = (self.total - step) * (now - self._start_time) / done
+        # A task whose step is a whole rollout can end past the total: nothing remains then.
+        remaining = max(self.total - step, 0) * (now - self._start_time) / done
         return f" eta={format_duration(remaining)}"
 
     def close(self) -> None:

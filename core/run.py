@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from core.checkpoint import CheckpointManager
-from core.config import config_to_yaml, load_config
+from core.config import build_config, config_to_yaml, read_yaml_file
 from core.errors import UserError
+from core.precision import LEGACY
 from core.tensorboard import SilentLog, TensorBoardLog
 
 CONFIG_FILE = "config.yaml"
@@ -40,6 +41,16 @@ def _value_at(config: Any, dotted: str) -> Any:
 def _json_safe(data: Mapping[str, Any]) -> dict[str, Any]:
     """Non-finite floats become strings ('nan', 'inf'): strict JSON has no NaN."""
     return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+
+
+def load_saved_config(directory: Path, overrides: list[str], schema_for: Callable[[str], type]) -> Any:
+    """A run folder's config.yaml with `overrides`. Keys a saved config lacks because the run predates them
+    take the values such runs trained with (`LEGACY`), not today's defaults, so the run goes on as it began."""
+    path = directory / CONFIG_FILE
+    data = read_yaml_file(path)
+    for key, value in LEGACY.items():
+        data.setdefault(key, value)
+    return build_config(data, overrides, str(path), schema_for, default_name=path.stem)
 
 
 class Run:
@@ -82,7 +93,7 @@ class Run:
         """An existing run, with the config it was started with."""
         if not (directory / CONFIG_FILE).is_file():
             raise UserError(f"{directory}: not a run directory (no {CONFIG_FILE})")
-        return cls(directory, load_config(directory / CONFIG_FILE, [], schema_for))
+        return cls(directory, load_saved_config(directory, [], schema_for))
 
     def amend(self, overrides: list[str], length_keys: tuple[str, ...], schema_for: Callable[[str], type]) -> list[str]:
         """Change a stopped run's length or bookkeeping before it resumes: `overrides` may name the task's
@@ -94,7 +105,7 @@ class Run:
             allowed = ", ".join([*length_keys, "run.* (but run.root)"])
             raise UserError(f"rlgen resume can change only how long a run trains and how it logs ({allowed}); "
                             f"not {', '.join(refused)}: start a new run for that")
-        amended = load_config(self.directory / CONFIG_FILE, overrides, schema_for)
+        amended = load_saved_config(self.directory, overrides, schema_for)
         changes = [f"{key}: {_value_at(self.config, key)} -> {_value_at(amended, key)}" for key in keys]
         self.config = amended
         return changes

@@ -108,6 +108,17 @@ class SweepPlan:
     settings: SweepConfig
 
 
+def _same_experiment(written: dict[str, Any], planned: dict[str, Any]) -> bool:
+    """A trial folder's config.yaml against the planned one: the run stored `precision: auto` and
+    `channels_last: null` resolved for its machine (core/precision.py), which is the same experiment."""
+    written, planned = dict(written), dict(planned)
+    for key, unresolved in (("precision", "auto"), ("channels_last", None)):
+        if planned.get(key) == unresolved:
+            written.pop(key, None)
+            planned.pop(key, None)
+    return written == planned
+
+
 def plan_sweep(experiment: Path, overrides: list[str], grid_options: list[str], folder: Optional[Path] = None,
                metric: Optional[str] = None, mode: Optional[str] = None, name: Optional[str] = None) -> SweepPlan:
     """Read the experiment, merge the YAML `sweep:` block with --grid options, and check every trial's config
@@ -148,8 +159,8 @@ def plan_sweep(experiment: Path, overrides: list[str], grid_options: list[str], 
             raise UserError(f"{label}: a sweep trains each trial in one process; distributed.nproc must be 1")
         trial = Trial(label, values, directory / label, config_to_yaml(config))
         written = trial.directory / CONFIG_FILE
-        if written.is_file() and parse_yaml(written.read_text(encoding="utf-8"), str(written)) != parse_yaml(
-                trial.config_yaml, label):
+        if written.is_file() and not _same_experiment(parse_yaml(written.read_text(encoding="utf-8"), str(written)),
+                                                      parse_yaml(trial.config_yaml, label)):
             raise UserError(f"{trial.directory} holds a run of another config: choose another --name or --dir")
         trials.append(trial)
     return SweepPlan(directory, trials, grid, metric, mode, settings)

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import torch
 
 from core.config import ExperimentConfig
+from core.errors import UserError
+from core.precision import PRECISIONS, Precision
 from core.registry import Registry
 from core.run import Run
 
@@ -26,12 +28,28 @@ class Task(ABC):
     data_parallel: ClassVar[bool] = False
     # Config keys that only say how long training runs, which `rlgen resume RUN key=value` may change.
     length_keys: ClassVar[tuple[str, ...]] = ()
+    # The `precision` values the task accepts: tasks without autograd keep their statistics in float32.
+    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    # Whether `precision: auto` may pick bf16 (where the hardware has it): only once an A/B of the task's
+    # experiments in docs/results.md showed bf16 learning as well as fp32.
+    auto_bf16: ClassVar[bool] = False
+    # Whether the task hands its networks to torch.compile under `compile: true` (where it measured faster).
+    compiles: ClassVar[bool] = False
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
+        if config.precision not in self.precisions:
+            raise UserError(f"precision: task {config.task!r} takes {', '.join(self.precisions)}, "
+                            f"not {config.precision!r}")
+        if config.compile and not self.compiles:
+            compiling = ", ".join(name for name in TASKS.names() if TASKS.get(name).compiles)
+            raise UserError(f"compile: task {config.task!r} does not compile its networks (tasks that do: {compiling})")
         self.config = config
         self.run = run
         self.device = device
         self.step = 0
+        self.precision = Precision.for_config(config, device, self.auto_bf16)
+        # The resolved values go into the run's config.yaml (see build_task), so the run replays with them.
+        config.precision, config.channels_last = self.precision.name, self.precision.channels_last
 
     @property
     @abstractmethod
@@ -40,7 +58,8 @@ class Task(ABC):
 
     @abstractmethod
     def train_step(self) -> dict[str, torch.Tensor]:
-        """Advance `self.step` by one step's worth and return its figures as device tensors.
+        """Advance `self.step` by one step's worth and return its figures as device tensors. The driver runs
+        it inside `self.precision.autocast()`; network outputs that losses and targets use are cast to float32.
 
         The driver averages them between log points and writes them under their tags, so no
         figure is read off the device every step.

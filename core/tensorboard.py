@@ -57,7 +57,9 @@ class TensorBoardLog:
         self.writer.add_histogram(check_tag(tag), values.detach().float().cpu(), step, bins=bins)
 
     def video(self, tag: str, frames: torch.Tensor, step: int, fps: int = 15) -> None:
-        """(N, T, C, H, W) uint8 or float frames; needs the `video` extra (moviepy)."""
+        """(N, T, C, H, W) uint8 or float frames, C = 1 (grey) or 3; needs the `video` extra (moviepy)."""
+        if frames.shape[2] == 1:  # the GIF writer under add_video (Pillow) refuses one-channel frames
+            frames = frames.expand(-1, -1, 3, -1, -1)
         self.writer.add_video(check_tag(tag), frames.cpu(), step, fps=fps)
 
     def hparams_start(self, hparams: Mapping[str, Any], metric_tags: list[str]) -> None:

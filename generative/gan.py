@@ -92,7 +92,8 @@ class Discriminator(nn.Module):
         _initialise(self, config.init_std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images)
+        """Logits or scores in float32 also under a bfloat16 autocast: the losses are computed from them."""
+        return self.layers(images).float()
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -110,8 +110,8 @@ class GANTask(Task):
         self.data = load_images(config.data, device)
         self.judge = ensure_judge(Path(config.eval.classifier).expanduser(), config.data.root, device,
                                   config.threads)
-        self.generator = Generator(config.model).to(device)
-        self.discriminator = Discriminator(config.model).to(device)
+        self.generator = self.precision.prepare(Generator(config.model).to(device))
+        self.discriminator = self.precision.prepare(Discriminator(config.model).to(device))
         self.ema: Optional[WeightAverage] = (WeightAverage(self.generator, config.train.ema_decay)
                                              if config.train.ema_decay > 0 else None)
         self.batches = DeviceBatches(self.data.train, config.train.batch_size, config.data.binarize,

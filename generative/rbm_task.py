@@ -102,6 +102,9 @@ class LayerwiseTask(Task):
 
     data_parallel = True
     loglik_tag = "eval/test_loglik"
+    # The update is written as data minus model statistics without autograd; bfloat16 products would round
+    # those sums, so these tasks compute in float32 (tf32 only changes CUDA matmuls).
+    precisions = ("auto", "fp32", "tf32")
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)

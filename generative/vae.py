@@ -94,15 +94,16 @@ class VAE(nn.Module):
             self.log_scale = nn.Parameter(torch.zeros(pixels))
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) images -> the posterior's mean and log variance, each (B, latent)."""
+        """(B, C, H, W) images -> the posterior's mean and log variance, each (B, latent), in float32 also under
+        a bfloat16 autocast: the bounds are computed from them."""
         flat = images.reshape(images.shape[0], -1) if self.config.network == "mlp" else images
-        mean, log_var = self.encoder(flat).chunk(2, dim=-1)
+        mean, log_var = self.encoder(flat).float().chunk(2, dim=-1)
         return mean, log_var
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(..., latent) codes -> (..., pixels) decoder outputs: Bernoulli logits or Gaussian means."""
+        """(..., latent) codes -> (..., pixels) decoder outputs in float32: Bernoulli logits or Gaussian means."""
         leading = z.shape[:-1]
-        return self.decoder(z.reshape(-1, z.shape[-1])).reshape(*leading, self.pixels)
+        return self.decoder(z.reshape(-1, z.shape[-1])).float().reshape(*leading, self.pixels)
 
     def mean_image(self, z: torch.Tensor) -> torch.Tensor:
         """(N, latent) codes -> (N, C, H, W) expected images in [0, 1] (probabilities or clamped means)."""

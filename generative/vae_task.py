@@ -91,7 +91,7 @@ class VAETask(Task):
         super().__init__(config, run, device)
         _check(config)
         self.data = load_images(config.data, device)
-        self.model = VAE(config.model, tuple(self.data.train.shape[1:])).to(device)
+        self.model = self.precision.prepare(VAE(config.model, tuple(self.data.train.shape[1:])).to(device))
         # With data-parallel ranks each trains on its shard of every global batch of train.batch_size.
         local_batch, self.shard = distributed.shard_batch_size(config.train.batch_size)
         self.batches = DeviceBatches(self.data.train, local_batch, config.data.binarize, config.data.threshold,

@@ -67,7 +67,7 @@ def test_fast_kernels_are_on_by_default_unless_set(name: str, kernel: str) -> No
 
 def test_bad_names_and_arguments() -> None:
     params = [torch.nn.Parameter(torch.zeros(1))]
-    with pytest.raises(UserError, match=r"optim.name: unknown optimizer 'adamm' \(did you mean 'adam'.*valid: adam, adamw, rmsprop, sgd"):
+    with pytest.raises(UserError, match=r"optim.name: unknown optimizer 'adamm' \(did you mean 'adam'.*valid: adam, adamw, radam, rmsprop, sgd"):
         build_optimizer(OptimConfig(name="adamm"), params)
     with pytest.raises(UserError, match=r"optim.betas: sgd takes no argument 'betas'; its arguments: lr, momentum") as sgd:
         build_optimizer(OptimConfig(name="sgd", betas=[0.9, 0.99]), params)

@@ -75,3 +75,16 @@ def test_hparams_live_in_the_same_run(tmp_path: Path) -> None:
                 plugins.add((value.tag, value.metadata.plugin_data.plugin_name))
     assert {("_hparams_/experiment", "hparams"), ("_hparams_/session_start_info", "hparams"),
             ("_hparams_/session_end_info", "hparams")} <= plugins
+
+
+def test_grey_frames_are_written_as_a_video(tmp_path: Path) -> None:
+    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    log = TensorBoardLog(tmp_path)
+    frames = torch.randint(0, 256, (1, 6, 1, 84, 84), dtype=torch.uint8)
+    log.video("samples/gameplay", frames, 3, fps=15)
+    log.close()
+    accumulator = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    accumulator.Reload()
+    [video] = accumulator.Images("samples/gameplay")
+    assert video.step == 3 and (video.width, video.height) == (84, 84)
+    assert video.encoded_image_string.startswith(b"GIF")

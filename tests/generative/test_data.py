@@ -16,8 +16,8 @@ import torch
 from core.errors import UserError
 from generative import data
 from generative.data import DataConfig, DatasetSpec, IdxFile, evaluation_images, load_images
+from mnist_data import MNIST_ROOT, needs_mnist
 
-SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _idx(array: np.ndarray, magic: int) -> bytes:
@@ -136,9 +136,9 @@ def test_validation_split_and_unknown_dataset(tmp_path: Path, tiny_dataset) -> N
         load_images(DataConfig(name="mnsit"), torch.device("cpu"))
 
 
-@pytest.mark.skipif(not (SHARED_MNIST / "mnist").is_dir(), reason="MNIST is not at ../shared/data/mnist")
+@needs_mnist
 def test_real_mnist_loads_with_the_standard_split_and_a_fixed_evaluation_draw() -> None:
-    config = DataConfig(root=str(SHARED_MNIST), download=False)
+    config = DataConfig(root=str(MNIST_ROOT), download=False)
     mnist = load_images(config, torch.device("cpu"))
     assert mnist.train.shape == (60000, 1, 28, 28) and mnist.test.shape == (10000, 1, 28, 28)
     assert mnist.train_labels[:5].tolist() == [5, 0, 4, 1, 9] and mnist.test_labels[:3].tolist() == [7, 2, 1]
@@ -146,3 +146,16 @@ def test_real_mnist_loads_with_the_standard_split_and_a_fixed_evaluation_draw() 
     first, second = evaluation_images(mnist.test, config), evaluation_images(mnist.test, config)
     assert torch.equal(first, second) and set(first.unique().tolist()) == {0.0, 1.0}
     assert first.mean().item() == pytest.approx(mnist.test.float().mean().item() / 255, abs=0.002)
+
+
+@needs_mnist
+def test_rlgen_fetch_puts_verified_files_where_runs_and_tests_look(tmp_path: Path, monkeypatch, capsys) -> None:
+    from core.cli import main
+
+    monkeypatch.setenv("RLGEN_DATA", str(tmp_path))
+    assert main(["fetch", "mnist", "--mirror", f"file://{MNIST_ROOT / 'mnist'}/"]) == 0
+    assert f"60000 training and 10000 test images in {tmp_path / 'mnist'}" in capsys.readouterr().out
+    assert sorted(path.name for path in (tmp_path / "mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz"]
+    assert main(["fetch", "mnsit"]) == 2

@@ -17,15 +17,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from core.checkpoint import load_file
 from core.cli import main
+from mnist_data import MNIST_ROOT, needs_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST is not at ../shared/data/mnist")
 
 # Plain SGD: Adam divides by the root of tiny second moments, which turns float-rounding differences in
 # near-zero gradients into visible ones; with SGD the two runs agree to float precision.
 VAE_SHORT = ["train.epochs=0.05", "threads=1", "run.checkpoint_every=10", "run.log_every=10", "run.eval_every=100",
-             "eval.k=10", "eval.images=100", "optim.name=sgd", "optim.lr=0.01", f"data.root={DATA}"]
+             "eval.k=10", "eval.images=100", "optim.name=sgd", "optim.lr=0.01", f"data.root={MNIST_ROOT}"]
 
 
 def _run(root: Path, experiment: str, *overrides: str) -> Path:
@@ -76,7 +75,7 @@ def test_two_processes_train_the_vae_one_process_with_the_whole_batch_trains(tmp
 def test_two_processes_average_the_rbm_statistics_and_learn_as_one_does(tmp_path: Path) -> None:
     settings = ["train.epochs=0.2", "train.chains=100", "train.lr=0.05", "train.lr_schedule=constant",
                 "model.hidden=50", "threads=1", "run.log_every=20", "run.eval_every=1000", "run.checkpoint_every=1000",
-                "eval.ais_runs=20", "eval.ais_temperatures=1000", "eval.images=500", f"data.root={DATA}"]
+                "eval.ais_runs=20", "eval.ais_temperatures=1000", "eval.images=500", f"data.root={MNIST_ROOT}"]
     parallel = _run(tmp_path / "two", "rbm_mnist.yaml", *settings, "distributed.nproc=2")
     single = _run(tmp_path / "one", "rbm_mnist.yaml", *settings)
     events = EventAccumulator(str(parallel))

@@ -14,10 +14,9 @@ from generative import mnist_classifier
 from generative.data import DataConfig, load_images
 from generative.metrics.fid import (class_fractions, feature_statistics, frechet_distance, inception_score,
                                     judge_outputs, kl_to_uniform, sample_quality, trace_sqrt_product)
+from mnist_data import MNIST_ROOT, needs_mnist, skip_without_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST is not at ../shared/data/mnist")
 # A judge trained in about 15 s on one thread (~97% test accuracy): enough to rank image sets.
 QUICK_JUDGE = ("train.steps=300", "train.batch_size=64", "model.hidden=[16,32,64]", "run.eval_every=1000",
                "run.log_every=100")
@@ -25,17 +24,16 @@ QUICK_JUDGE = ("train.steps=300", "train.batch_size=64", "model.hidden=[16,32,64
 
 @pytest.fixture(scope="session")
 def judge(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
-    if not (DATA / "mnist").is_dir():
-        pytest.skip("MNIST is not at ../shared/data/mnist")
+    skip_without_mnist()
     torch.set_num_threads(1)
     path = tmp_path_factory.getbasetemp() / "judge" / "mnist_cnn.pt"
-    return mnist_classifier.ensure_judge(path, str(DATA), torch.device("cpu"), 1, QUICK_JUDGE)
+    return mnist_classifier.ensure_judge(path, str(MNIST_ROOT), torch.device("cpu"), 1, QUICK_JUDGE)
 
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
     """5,000 training and the 10,000 test digits in [0, 1]."""
-    data = load_images(DataConfig(root=str(DATA)), torch.device("cpu"))
+    data = load_images(DataConfig(root=str(MNIST_ROOT)), torch.device("cpu"))
     return data.train[:5000].float() / 255, data.test.float() / 255
 
 

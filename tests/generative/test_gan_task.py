@@ -17,9 +17,9 @@ from core.driver import build_task
 from core.run import Run
 from core.task import schema_for
 from generative import gan_task, mnist_classifier
+from mnist_data import MNIST_ROOT, skip_without_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 GAN_MNIST = str(ROOT / "experiments" / "gan_mnist.yaml")
 WGAN_GP_MNIST = str(ROOT / "experiments" / "wgan_gp_mnist.yaml")
 # The same quick judge as test_fid.py's, at the same path, so a session trains it once.
@@ -31,16 +31,15 @@ TINY = ("threads=1", "model.width=8", "train.batch_size=32", "eval.samples=300",
 
 @pytest.fixture(scope="session")
 def judge_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (DATA / "mnist").is_dir():
-        pytest.skip("MNIST is not at ../shared/data/mnist")
+    skip_without_mnist()
     torch.set_num_threads(1)
     path = tmp_path_factory.getbasetemp() / "judge" / "mnist_cnn.pt"
-    mnist_classifier.ensure_judge(path, str(DATA), torch.device("cpu"), 1, QUICK_JUDGE)
+    mnist_classifier.ensure_judge(path, str(MNIST_ROOT), torch.device("cpu"), 1, QUICK_JUDGE)
     return path
 
 
 def _run(tmp_path: Path, judge: Path, experiment: str, *overrides: str, code: int = 0) -> Path:
-    arguments = ["run", experiment, f"run.root={tmp_path}", f"data.root={DATA}", f"eval.classifier={judge}"]
+    arguments = ["run", experiment, f"run.root={tmp_path}", f"data.root={MNIST_ROOT}", f"eval.classifier={judge}"]
     assert main([*arguments, *TINY, *overrides]) == code
     [run_dir] = (tmp_path / Path(experiment).stem).iterdir()
     return run_dir

@@ -17,13 +17,12 @@ from core.task import schema_for
 from generative import rbm_task
 from generative.data import DataConfig, ImageData
 from generative.rbm import RBM
+from mnist_data import MNIST_ROOT, needs_mnist
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 RBM_MNIST = ROOT / "experiments" / "rbm_mnist.yaml"
 DBN_MNIST = ROOT / "experiments" / "dbn_mnist.yaml"
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST is not at ../shared/data/mnist")
 # A 4x5-pixel dataset: 20 visible units, so a 12-hidden-unit RBM's log Z can be enumerated.
 TINY = ["threads=1", "device=cpu", "train.batch_size=10", "eval.filters=4", "eval.grid_chains=3",
         "eval.grid_snapshots=2", "eval.grid_gibbs_steps=5", "eval.quick_ais_temperatures=200",
@@ -52,7 +51,7 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(experiment: Path, tmp_path: Path, *overrides: str) -> Path:
-    assert main(["run", str(experiment), f"run.root={tmp_path}", f"data.root={DATA}", *overrides]) == 0
+    assert main(["run", str(experiment), f"run.root={tmp_path}", f"data.root={MNIST_ROOT}", *overrides]) == 0
     [run_dir] = (tmp_path / experiment.stem).iterdir()
     return run_dir
 

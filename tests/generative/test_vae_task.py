@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.checkpoint import load_file
 from core.cli import main
+from mnist_data import MNIST_ROOT, needs_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
 VAE_MNIST = str(ROOT / "experiments" / "vae_mnist.yaml")
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST is not at ../shared/data/mnist")
 
 
 def _run(tmp_path: Path, *overrides: str) -> Path:
-    assert main(["run", VAE_MNIST, f"run.root={tmp_path}", f"data.root={DATA}", "threads=1", *overrides]) == 0
+    assert main(["run", VAE_MNIST, f"run.root={tmp_path}", f"data.root={MNIST_ROOT}", "threads=1", *overrides]) == 0
     [run_dir] = (tmp_path / "vae_mnist").iterdir()
     return run_dir
 

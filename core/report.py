@@ -1,0 +1,244 @@
+"""`rlgen report`: the seeds of each experiment aggregated into a table, JSON and a figure.
+
+Give it run folders, sweep folders or any folder above them: every folder below them holding config.yaml
+is a run. Runs are grouped by experiment (`name`) and, within one name, by the config values that differ
+between its runs other than the seed and the bookkeeping (`IGNORED`), so the runs of a group differ only
+by seed and a sweep's grid points become groups of their own. Per group and summary metric (the task's
+summary metrics, then every other `eval/` tag of the runs' summary.json, or the `--metric` tags) the table
+gives the mean, median and IQM with 95% stratified-bootstrap intervals (core/aggregate.py); Atari runs carry
+the human-normalized score as `eval/human_normalized`. `--out DIR` writes report.json, report.md and
+report.png (core/report_figure.py) there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from core.aggregate import CONFIDENCE, DEFAULT_REPS, Estimate, stratified_bootstrap
+from core.config import flatten_config
+from core.errors import UserError
+from core.report_figure import draw_report, require_matplotlib
+from core.run import CONFIG_FILE, SUMMARY_FILE, load_saved_config, write_json_atomic
+from core.sweep import COMPLETE_MARK
+from core.task import TASKS, schema_for
+
+# Config keys (or prefixes ending in '.') that say how or where a run ran, not which experiment it is.
+IGNORED = ("seed", "name", "device", "threads", "run.", "sweep.", "distributed.")
+BOOTSTRAP_SEED = 0  # the report's resampling is seeded, so the same runs give the same numbers
+
+
+@dataclass
+class RunRecord:
+    """One run folder as the report reads it: its flattened config and its summary.json."""
+
+    directory: Path
+    task: str
+    name: str
+    seed: int
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+    def value(self, tag: str) -> Optional[float]:
+        """The finite number summary.json holds under `tag`, else None (missing, 'nan', 'inf')."""
+        raw = self.summary.get(tag)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            return None
+        return float(raw)
+
+
+@dataclass
+class Group:
+    """The runs of one experiment that differ only by seed, with the statistics of their summary metrics."""
+
+    name: str
+    label: str
+    task: str
+    variant: dict[str, Any]
+    runs: list[RunRecord]
+    headline: list[str] = field(default_factory=list)  # the task's summary metrics the runs have
+    values: dict[str, list[float]] = field(default_factory=dict)  # tag -> the finite value of each run that has it
+    estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)  # tag -> mean / median / iqm
+
+
+def find_run_folders(paths: Sequence[Path]) -> list[Path]:
+    """Every run folder at or below `paths`, each once; a UserError for a missing path or one without runs."""
+    found: dict[Path, Path] = {}
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such folder")
+        if not path.is_dir():
+            raise UserError(f"{path}: not a folder; give run folders, sweep folders or a folder above them")
+        if (path / CONFIG_FILE).is_file():
+            folders = [path]
+        else:
+            # Hidden folders hold tools' bookkeeping (a sweep's .tune), not runs.
+            folders = sorted(config.parent for config in path.rglob(CONFIG_FILE)
+                             if not any(part.startswith(".") for part in config.relative_to(path).parts))
+        if not folders:
+            raise UserError(f"{path}: no runs in it (a run folder holds {CONFIG_FILE})")
+        for folder in folders:
+            found.setdefault(folder.resolve(), folder)
+    return list(found.values())
+
+
+def read_run(directory: Path) -> RunRecord:
+    """A run folder's resolved config and summary (empty before the run finished or was evaluated)."""
+    config = load_saved_config(directory, [], schema_for)
+    summary: dict[str, Any] = {}
+    path = directory / SUMMARY_FILE
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: not valid JSON ({error})") from None
+    return RunRecord(directory, config.task, config.name, config.seed, flatten_config(config), summary)
+
+
+def _ignored(key: str) -> bool:
+    return any(key.startswith(prefix) if prefix.endswith(".") else key == prefix for prefix in IGNORED)
+
+
+def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
+    """One group per experiment name and variant (the non-ignored config values its runs differ in)."""
+    by_name: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_name.setdefault(run.name, []).append(run)
+    groups = []
+    for name, members in by_name.items():
+        tasks = sorted({run.task for run in members})
+        if len(tasks) > 1:
+            examples = ", ".join(f"{task} ({next(r.directory for r in members if r.task == task)})" for task in tasks)
+            raise UserError(f"experiment {name!r} has runs of different tasks: {examples}; report them separately")
+        keys = sorted({key for run in members for key in run.config if not _ignored(key)})
+        differing = [key for key in keys if len({repr(run.config.get(key)) for run in members}) > 1]
+        variants: dict[str, list[RunRecord]] = {}
+        for run in members:
+            variants.setdefault(repr([run.config.get(key) for key in differing]), []).append(run)
+        for variant_runs in variants.values():
+            variant = {key: variant_runs[0].config.get(key) for key in differing}
+            settings = ", ".join(f"{key}={value}" for key, value in variant.items())
+            label = f"{name} ({settings})" if settings else name
+            groups.append(Group(name, label, tasks[0], variant, sorted(variant_runs, key=lambda r: r.seed)))
+    return groups
+
+
+def aggregate(group: Group, reps: int, metrics: Sequence[str] = ()) -> None:
+    """Fill the group's values and estimates of `metrics`, or by default of the task's summary metrics and then
+    every other eval/ tag; the figure shows `metrics`, or by default the summary metrics."""
+    present = {tag for run in group.runs for tag in run.summary if run.value(tag) is not None}
+    if metrics:
+        group.headline = [tag for tag in metrics if tag in present]
+        tags = group.headline
+    else:
+        declared = TASKS.get(group.task).summary_metrics
+        group.headline = [tag for tag in declared if tag in present]
+        tags = group.headline + sorted(tag for tag in present if tag.startswith("eval/") and tag not in declared)
+    for tag in tags:
+        values = [value for value in (run.value(tag) for run in group.runs) if value is not None]
+        group.values[tag] = values
+        group.estimates[tag] = stratified_bootstrap(values, reps=reps, seed=BOOTSTRAP_SEED)
+
+
+def build_report(paths: Sequence[Path], reps: int = DEFAULT_REPS, metrics: Sequence[str] = ()) -> list[Group]:
+    """The aggregated groups of every run under `paths` (of `metrics` only, when given); a UserError when no run
+    has a summary yet or a requested metric is in no run's summary."""
+    groups = group_runs([read_run(folder) for folder in find_run_folders(paths)])
+    for group in groups:
+        aggregate(group, reps, metrics)
+    missing = [tag for tag in metrics if not any(tag in group.estimates for group in groups)]
+    if missing:
+        tags = sorted({tag for group in groups for run in group.runs for tag in run.summary})
+        raise UserError(f"--metric {', '.join(missing)}: in no run's {SUMMARY_FILE}; "
+                        f"{'its tags: ' + ', '.join(tags) if tags else 'no run has one yet'}")
+    if not any(group.estimates for group in groups):
+        raise UserError(f"none of the {sum(len(g.runs) for g in groups)} runs has a {SUMMARY_FILE} with metrics yet "
+                        f"(a run writes it when it finishes, `rlgen eval` when it evaluates)")
+    return groups
+
+
+def report_json(groups: Sequence[Group], reps: int) -> dict[str, Any]:
+    """The report as JSON: the bootstrap's settings, and per group its runs and its metrics' estimates."""
+    return {
+        "bootstrap": {"method": "stratified bootstrap over seeds, percentile intervals (Agarwal et al. 2021)",
+                      "reps": reps, "confidence": CONFIDENCE, "seed": BOOTSTRAP_SEED},
+        "groups": [{
+            "experiment": group.name,
+            "label": group.label,
+            "task": group.task,
+            "variant": group.variant,
+            "runs": [{"directory": str(run.directory), "seed": run.seed, "complete": COMPLETE_MARK in run.summary,
+                      "summary": run.summary} for run in group.runs],
+            "metrics": {tag: {"runs": len(group.values[tag]),
+                              **{name: estimate.as_dict() for name, estimate in estimates.items()}}
+                        for tag, estimates in group.estimates.items()},
+        } for group in groups],
+    }
+
+
+def _cell(estimate: Estimate) -> str:
+    return f"{estimate.value:.4g} [{estimate.low:.4g}, {estimate.high:.4g}]"
+
+
+def markdown_table(groups: Sequence[Group]) -> str:
+    """One row per group and metric: seeds, IQM, mean and median with their 95% intervals."""
+    percent = f"{CONFIDENCE:.0%}"
+    lines = [f"| experiment | metric | seeds | IQM [{percent} CI] | mean [{percent} CI] | median [{percent} CI] |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for group in groups:
+        for tag, estimates in group.estimates.items():
+            lines.append(f"| {group.label} | {tag} | {len(group.values[tag])} | {_cell(estimates['iqm'])} | "
+                         f"{_cell(estimates['mean'])} | {_cell(estimates['median'])} |")
+    return "\n".join(lines)
+
+
+def command_report(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file is in the way; give a folder")
+    figure = out is not None and not args.no_figure
+    if figure:
+        require_matplotlib()  # before any work, so a missing matplotlib leaves nothing half-written
+    if args.reps < 1:
+        raise UserError(f"--reps must be at least 1, got {args.reps}")
+    groups = build_report([Path(path) for path in args.paths], args.reps, args.metric)
+    report = report_json(groups, args.reps)
+    table = markdown_table(groups)
+    written = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "report.json", report)
+        (out / "report.md").write_text(table + "\n", encoding="utf-8")
+        written = [out / "report.json", out / "report.md"]
+        if figure:
+            draw_report(groups, out / "report.png")
+            written.append(out / "report.png")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table)
+        if written:
+            print("written: " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def add_report_parser(commands: Any) -> None:
+    """Register `rlgen report` on the CLI's subcommands (kept here so cli.py needs one line)."""
+    report = commands.add_parser(
+        "report", help="aggregate the seeds of each experiment: IQM, mean, median with 95%% CIs, and a figure",
+        description="Aggregate run folders (or sweep folders, or folders above them) by experiment: per summary "
+                    "metric the mean, median and IQM over seeds with 95% stratified-bootstrap confidence "
+                    "intervals (Agarwal et al. 2021), as a markdown table; --out writes report.json, report.md "
+                    "and report.png (evaluation curves with confidence bands, every seed's final score).")
+    report.add_argument("paths", nargs="+", metavar="PATH", help="run folders, sweep folders or folders above them")
+    report.add_argument("--out", metavar="DIR", help="write report.json, report.md and report.png into DIR")
+    report.add_argument("--json", action="store_true", help="print the JSON instead of the markdown table")
+    report.add_argument("--no-figure", action="store_true", help="with --out: skip report.png (needs no matplotlib)")
+    report.add_argument("--metric", action="append", default=[], metavar="TAG",
+                        help="report only this summary tag (repeat for more; default: the task's summary metrics "
+                             "and every eval/ tag, the figure showing the summary metrics)")
+    report.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap samples (default %(default)s)")
+    report.set_defaults(handler=command_report)

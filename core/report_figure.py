@@ -1,0 +1,101 @@
+"""The report's figure: per headline metric, its curve over steps (IQM over seeds, 95% bootstrap band, each seed
+faint) from the runs' TensorBoard events, beside every seed's final value with the group's IQM and interval.
+
+matplotlib is the optional `report` extra; nothing here imports it before `draw_report` runs.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto import event_pb2
+
+from core.aggregate import stratified_bootstrap
+from core.errors import UserError
+from core.tensorboard import event_files
+
+if TYPE_CHECKING:
+    from core.report import Group
+
+CURVE_REPS = 2_000  # bootstrap samples per point of a curve: a band, not a headline number
+
+
+def require_matplotlib() -> None:
+    """A UserError saying how to install matplotlib when it is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UserError("the report's figure needs matplotlib, which is not installed: "
+                        "pip install 'rlgen[report]' (or pass --no-figure)")
+
+
+def read_scalars(directory: Path, tags: set[str]) -> dict[str, dict[int, float]]:
+    """step -> value of each of `tags` in a run's event files (a resumed run's later files win)."""
+    curves: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+    for path in event_files(directory):
+        for record in RawEventFileLoader(str(path)).Load():
+            event = event_pb2.Event.FromString(record)
+            for value in event.summary.value:
+                if value.tag in curves and value.HasField("simple_value"):
+                    curves[value.tag][event.step] = value.simple_value
+    return curves
+
+
+def figure_tags(groups: Sequence["Group"]) -> list[str]:
+    """The metrics the figure shows: the groups' headline evaluation metrics, else their headline ones, else all."""
+    headline = list(dict.fromkeys(tag for group in groups for tag in group.headline))
+    evaluated = [tag for tag in headline if tag.startswith("eval/")]
+    return evaluated or headline or list(dict.fromkeys(tag for group in groups for tag in group.estimates))
+
+
+def _draw_curves(axis, group: "Group", tag: str, curves: list[dict[int, float]], color: str) -> None:
+    """Each seed's curve faintly, and the IQM with its band over the steps every seed logged."""
+    curves = [curve for curve in curves if curve]
+    for curve in curves:
+        steps = sorted(curve)
+        axis.plot(steps, [curve[step] for step in steps], color=color, alpha=0.25, linewidth=0.8)
+    if not curves:
+        return
+    shared = sorted(set.intersection(*(set(curve) for curve in curves)))
+    if not shared:
+        return
+    estimates = [stratified_bootstrap([curve[step] for curve in curves], reps=CURVE_REPS)["iqm"] for step in shared]
+    axis.plot(shared, [e.value for e in estimates], color=color, linewidth=1.8, marker="o", markersize=3,
+              label=f"{group.label} (IQM of {len(curves)})")
+    axis.fill_between(shared, [e.low for e in estimates], [e.high for e in estimates], color=color, alpha=0.2)
+
+
+def draw_report(groups: Sequence["Group"], path: Path) -> None:
+    """Write the figure as a PNG to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    tags = figure_tags(groups)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    scalars = {run.directory: read_scalars(run.directory, set(tags)) for group in groups for run in group.runs}
+    figure, axes = plt.subplots(len(tags), 2, figsize=(12, 3.4 * len(tags)), squeeze=False,
+                                gridspec_kw={"width_ratios": [2.2, 1]})
+    for (curve_axis, final_axis), tag in zip(axes, tags):
+        for index, group in enumerate(groups):
+            color = colors[index % len(colors)]
+            _draw_curves(curve_axis, group, tag, [scalars[run.directory][tag] for run in group.runs], color)
+            values = group.values.get(tag, [])
+            if not values:
+                continue
+            spread = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            final_axis.scatter(index + spread, values, color=color, s=18, alpha=0.8)
+            iqm = group.estimates[tag]["iqm"]
+            final_axis.errorbar([index], [iqm.value], yerr=[[iqm.value - iqm.low], [iqm.high - iqm.value]],
+                                color="black", marker="_", markersize=16, capsize=4)
+        curve_axis.set(title=tag, xlabel="step", ylabel=tag)
+        if curve_axis.get_legend_handles_labels()[0]:
+            curve_axis.legend(fontsize="small")
+        final_axis.set(title="final value of every seed; IQM, 95% CI", xticks=range(len(groups)),
+                       xlim=(-0.6, len(groups) - 0.4))
+        final_axis.set_xticklabels([group.label for group in groups], rotation=20, ha="right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,125 @@
+"""`rlgen report`: the IQM and its bootstrap interval by hand, the table of two XOR seeds, the figure, bad arguments."""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.aggregate import iqm, stratified_bootstrap
+from core.cli import load_components, main
+from core.config import config_to_yaml, load_config
+from core.task import schema_for
+
+XOR = Path(__file__).resolve().parents[2] / "experiments" / "xor_mlp.yaml"
+CARTPOLE = XOR.with_name("dqn_cartpole.yaml")
+
+
+def test_iqm_cuts_a_quarter_from_each_end() -> None:
+    assert iqm(np.arange(1.0, 9.0)) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    assert iqm(np.array([100.0, 2.0, 3.0, 4.0, 1.0])) == pytest.approx(3.0)  # int(5 / 4) = 1 cut: 2, 3, 4
+    assert iqm(np.array([7.0, 9.0])) == pytest.approx(8.0)  # nothing cut below four values
+
+
+def _exact_quantiles(scores: list[float], statistic, levels: list[float]) -> list[float]:
+    """Quantiles of the exact bootstrap distribution: the statistic of every one of the n^n resamples."""
+    values = np.sort([statistic(np.array(pick)) for pick in itertools.product(scores, repeat=len(scores))])
+    return [float(values[int(level * (len(values) - 1))]) for level in levels]
+
+
+@pytest.mark.parametrize("name, statistic", [("mean", np.mean), ("iqm", iqm), ("median", np.median)])
+def test_bootstrap_interval_matches_the_exact_bootstrap_distribution(name: str, statistic) -> None:
+    scores = [0.0, 1.0, 3.0, 10.0, 4.0]
+    estimate = stratified_bootstrap(scores, reps=50_000, seed=1)[name]
+    assert estimate.value == pytest.approx(statistic(np.array(scores)))
+    low_range = _exact_quantiles(scores, statistic, [0.02, 0.03])
+    high_range = _exact_quantiles(scores, statistic, [0.97, 0.98])
+    assert low_range[0] <= estimate.low <= low_range[1]
+    assert high_range[0] <= estimate.high <= high_range[1]
+
+
+def test_bootstrap_agrees_with_rliable_and_stratifies_by_task() -> None:
+    # rliable 1.2.0 (get_interval_estimates, 50,000 reps) on this array: mean 16.2 [10.5, 22.9], IQM 14.1667
+    # [8.833, 23.667]; the two bootstraps draw different samples, hence the tolerance.
+    scores = np.array([[2.0, 10.0], [5.0, 20.0], [7.0, 15.0], [8.0, 40.0], [30.0, 25.0]])
+    estimates = stratified_bootstrap(scores)
+    assert estimates["mean"].value == pytest.approx(16.2)
+    assert [estimates["mean"].low, estimates["mean"].high] == pytest.approx([10.5, 22.9], abs=0.3)
+    assert estimates["iqm"].value == pytest.approx(14.1667, abs=1e-4)
+    assert [estimates["iqm"].low, estimates["iqm"].high] == pytest.approx([8.833, 23.667], abs=0.3)
+    # Each task keeps its own runs in every sample: two tasks of constant scores leave no spread at all.
+    constant = stratified_bootstrap(np.array([[0.0, 100.0], [0.0, 100.0]]))["mean"]
+    assert (constant.low, constant.high) == (50.0, 50.0)
+
+
+def _run_xor(root: Path, *overrides: str) -> Path:
+    assert main(["run", str(XOR), f"run.root={root}", "train.steps=200", "run.eval_every=100", *overrides]) == 0
+    return max((root / "xor_mlp").iterdir(), key=lambda folder: folder.stat().st_mtime_ns)
+
+
+@pytest.fixture(scope="module")
+def xor_runs(tmp_path_factory) -> Path:
+    """Two XOR seeds under one folder."""
+    root = tmp_path_factory.mktemp("runs")
+    _run_xor(root, "seed=1")
+    _run_xor(root, "seed=2")
+    return root
+
+
+def test_report_of_two_xor_seeds_gives_their_mean_and_a_figure(xor_runs: Path, tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["report", str(xor_runs), "--out", str(out), "--reps", "2000"]) == 0
+    table = capsys.readouterr().out
+    [group] = json.loads((out / "report.json").read_text())["groups"]
+    assert group["experiment"] == "xor_mlp" and group["task"] == "classifier"
+    assert sorted(run["seed"] for run in group["runs"]) == [1, 2]
+    losses = [run["summary"]["eval/loss"] for run in group["runs"]]
+    accuracies = [run["summary"]["eval/accuracy"] for run in group["runs"]]
+    loss = group["metrics"]["eval/loss"]
+    assert loss["runs"] == 2
+    # With two seeds the IQM cuts nothing and the median is their midpoint: all three are the mean.
+    for name in ("mean", "median", "iqm"):
+        assert loss[name]["value"] == pytest.approx(np.mean(losses))
+    assert loss["mean"]["ci"] == pytest.approx([min(losses), max(losses)], rel=1e-6)
+    assert group["metrics"]["eval/accuracy"]["mean"]["value"] == pytest.approx(np.mean(accuracies))
+    assert f"| xor_mlp | eval/loss | 2 | {np.mean(losses):.4g} [" in table
+    assert (out / "report.md").read_text().strip() in table
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_that_differ_beyond_the_seed_are_separate_groups(xor_runs: Path, tmp_path: Path, capsys) -> None:
+    other = _run_xor(tmp_path, "optim.lr=0.1")
+    capsys.readouterr()
+    assert main(["report", str(xor_runs), str(other), "--json", "--reps", "100"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [(group["label"], len(group["runs"])) for group in groups] == [
+        ("xor_mlp (optim.lr=0.5)", 2), ("xor_mlp (optim.lr=0.1)", 1)]
+
+
+def test_bad_arguments_exit_2_with_one_line(xor_runs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no runs in it" in capsys.readouterr().err
+    assert main(["report", str(xor_runs), "--metric", "eval/fdi"]) == 2
+    assert "eval/accuracy" in capsys.readouterr().err  # the tags there are
+    # A DQN run filed under the XOR experiment's name.
+    load_components()
+    impostor = tmp_path / "impostor" / "xor_mlp" / "dqn-run"
+    impostor.mkdir(parents=True)
+    (impostor / "config.yaml").write_text(config_to_yaml(load_config(CARTPOLE, ["name=xor_mlp"], schema_for)))
+    assert main(["report", str(xor_runs), str(impostor)]) == 2
+    err = capsys.readouterr().err
+    assert "different tasks" in err and "classifier" in err and "dqn" in err and "Traceback" not in err
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "matplotlib" else real_find_spec(name, *args))
+    assert main(["report", str(xor_runs), "--out", str(tmp_path / "no-matplotlib")]) == 2
+    assert "rlgen[report]" in capsys.readouterr().err
+    assert not (tmp_path / "no-matplotlib").exists()
