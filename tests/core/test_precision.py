@@ -212,3 +212,14 @@ def test_compile_is_refused_by_tasks_that_do_not_compile(tmp_path: Path) -> None
     result = _rlgen("run", "experiments/xor_mlp.yaml", "compile=true", f"run.root={tmp_path}")
     assert result.returncode == 2
     assert "compile: task 'classifier' does not compile its networks (tasks that do: dqn" in result.stderr
+
+
+def test_auto_picks_bf16_on_native_hardware_only_for_the_tasks_whose_ab_passed() -> None:
+    """docs/results.md: the VAE's 100-epoch A/B passed; the DQN's and PQN's Breakout A/B has not run."""
+    import agents  # noqa: F401  (registers dqn and pqn)
+    from core.task import TASKS
+
+    chosen = {name: resolve_precision("auto", CPU, TASKS.get(name).auto_bf16, flags=SAPPHIRE_RAPIDS)
+              for name in ("vae", "dqn", "pqn", "gan", "classifier", "rbm")}
+    assert chosen == {"vae": "bf16", "dqn": "fp32", "pqn": "fp32", "gan": "fp32", "classifier": "fp32", "rbm": "fp32"}
+    assert resolve_precision("auto", CPU, TASKS.get("vae").auto_bf16, flags=AVX2_EPYC) == "fp32"
