@@ -2,7 +2,7 @@
 the charts of finished games, evaluation by the standard protocol, the progress line and the env's release."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -20,6 +20,9 @@ class EnvTask(Task):
     summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return")
     length_keys = ("train.total_steps",)
     compiles = True  # `compile: true` compiles the Q-networks (benchmarks/update_variants.py)
+    # The agent's class, built as Agent(config.agent, config.optim, obs_shape, num_actions, total_updates, device,
+    # seed=, precision=): `rlgen play` (agents/play.py) builds it alone, without the training envs and memory.
+    Agent: ClassVar[type]
     env: VectorEnv
     agent: Any
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from core.images import make_grid
+from core.progress import progress_of
 from core.tensorboard import TensorBoardLog
 from envs import EnvConfig, make_env
 from envs.atari import rom_id
@@ -51,10 +52,12 @@ def human_normalized(game: str, score: float) -> Optional[float]:
 
 @torch.no_grad()
 def play_games(
-    agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device
+    agent, env_config: EnvConfig, config: EvalConfig, seed: int, device: torch.device,
+    progress: Optional[str] = "evaluation games",
 ) -> tuple[list[float], Optional[np.ndarray]]:
     """Raw whole-game scores of `config.episodes` games played with epsilon-greedy actions, and the
-    newest frames of the first environment's first game, (T, H, W) uint8, for pixel environments."""
+    newest frames of the first environment's first game, (T, H, W) uint8, for pixel environments.
+    `progress` labels the display of a long evaluation (core/progress.py); None shows none."""
     num_envs = max(1, min(config.num_envs, config.episodes))
     env = make_env(dataclasses.replace(env_config, num_envs=num_envs), seed=seed, evaluation=True)
     quota = np.full(num_envs, config.episodes // num_envs)
@@ -64,18 +67,21 @@ def play_games(
     frames: list[np.ndarray] = []
     recording = pixels and config.gameplay_frames > 0
     try:
-        obs = env.reset()
-        while quota.sum() > 0:
-            if recording:
-                frames.append(obs[0, -1].copy())
-            actions = agent.act(torch.as_tensor(obs, device=device), config.epsilon)
-            result = env.step(actions.cpu().numpy())
-            obs = result.obs
-            recording = recording and not result.first[0] and len(frames) < config.gameplay_frames
-            for env_index, score, _ in result.finished:
-                if quota[env_index] > 0:
-                    quota[env_index] -= 1
-                    scores.append(float(score))
+        with progress_of(config.episodes, progress, "games") as shown:
+            obs = env.reset()
+            while quota.sum() > 0:
+                if recording:
+                    frames.append(obs[0, -1].copy())
+                actions = agent.act(torch.as_tensor(obs, device=device), config.epsilon)
+                result = env.step(actions.cpu().numpy())
+                obs = result.obs
+                recording = recording and not result.first[0] and len(frames) < config.gameplay_frames
+                counted = len(scores)
+                for env_index, score, _ in result.finished:
+                    if quota[env_index] > 0:
+                        quota[env_index] -= 1
+                        scores.append(float(score))
+                shown.advance(len(scores) - counted)  # every step, so a line comes even while no game ends
     finally:
         env.close()
     return scores, (np.stack(frames) if frames else None)

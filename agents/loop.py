@@ -72,6 +72,7 @@ class DQNTask(EnvTask):
     """Deep Q-learning on a vector of environments."""
 
     Config = DQNConfig
+    Agent = DQNAgent
 
     def __init__(self, config: DQNConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -81,7 +82,7 @@ class DQNTask(EnvTask):
         self.env = make_env(config.env, seed=config.seed)
         self.num_envs = self.env.num_envs
         total_updates = max(train.total_steps - train.learning_starts, 0) // train.train_every
-        self.agent = DQNAgent(
+        self.agent = self.Agent(
             config.agent, config.optim, tuple(self.env.obs_shape), self.env.num_actions, total_updates, device,
             seed=config.seed, precision=self.precision,
         )
@@ -106,6 +107,13 @@ class DQNTask(EnvTask):
         """Linear decay from epsilon_start to epsilon_end over epsilon_decay_steps environment steps."""
         train = self.config.train
         return linear_epsilon(self.step, train.epsilon_start, train.epsilon_end, train.epsilon_decay_steps)
+
+    def progress_phases(self) -> dict[str, int]:
+        # A step learns once its count reaches learning_starts (see train_step): random play runs ~20x faster.
+        train = self.config.train
+        if 0 < train.learning_starts < train.total_steps:
+            return {"warm-up": train.learning_starts, "learning": train.total_steps}
+        return {}
 
     def _start_games(self) -> np.ndarray:
         """New games in every env; the memory ends the episodes it holds there (they bootstrap)."""

@@ -136,6 +136,7 @@ class PQNTask(EnvTask):
     """Parallel Q-learning from Q(lambda) returns of short rollouts in a vector of environments."""
 
     Config = PQNConfig
+    Agent = PQNAgent
 
     def __init__(self, config: PQNConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -144,7 +145,7 @@ class PQNTask(EnvTask):
         self.env = make_env(config.env, seed=config.seed)
         self.num_envs = self.env.num_envs
         rollouts = math.ceil(train.total_steps / (self.num_envs * train.num_steps))
-        self.agent = PQNAgent(
+        self.agent = self.Agent(
             config.agent, config.optim, tuple(self.env.obs_shape), self.env.num_actions,
             max(rollouts * train.num_epochs * train.num_minibatches, 1), device, seed=config.seed,
             precision=self.precision,

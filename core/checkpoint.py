@@ -49,22 +49,34 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def load_file(path: Path, map_location: Optional[torch.device | str] = "cpu") -> dict:
     """Load one checkpoint with `weights_only=True`; any problem is a CheckpointError naming the file."""
+    with open(path, "rb") as stream:
+        head = stream.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive; a truncated one keeps its head
+        what = "an empty file" if not head else "a plain pickle" if head[:1] == b"\x80" else "not a zip archive"
+        raise CheckpointError(f"{path}: not an rlgen checkpoint ({what}, not a file torch.save wrote)")
     try:
         # mmap keeps a large checkpoint (a replay memory) out of RAM until its tensors are copied in.
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise CheckpointError(
-                f"{path}: refused: it needs arbitrary unpickling, which weights_only loading does not allow"
-            ) from None
-        raise CheckpointError(f"{path}: corrupted ({first})") from None
+        raise CheckpointError(f"{path}: {_refusal(str(error))}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: truncated or corrupted ({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not an rlgen checkpoint (holds {type(state).__name__}, not a dict)")
     return state
+
+
+def _refusal(message: str) -> str:
+    """What torch's weights-only unpickler refused, in one line: a file that would run code is not a damaged one."""
+    called = re.search(r"GLOBAL (\S+)", message)
+    if called:
+        return (f"refused: loading it would import and call {called.group(1)}, i.e. run code from the file; "
+                f"rlgen checkpoints hold only tensors and plain values, so this is not one (or it was altered)")
+    if "weights_only" in message or "Weights only" in message:
+        return "refused: it holds Python objects other than tensors and plain values, which rlgen never saves"
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return f"corrupted ({lines[0] if lines else 'unreadable'})"
 
 
 class CheckpointManager:

@@ -1,10 +1,12 @@
-"""Supervised classification task: XOR here, and any dataset or model other packages register.
+"""Supervised classification task: the XOR, AND and OR truth tables here, and any dataset or model other packages
+register.
 
 XOR is the pipeline's smallest end-to-end experiment: a single-layer perceptron cannot solve it,
 a two-layer MLP can (Rumelhart, Hinton & Williams 1986), and it trains in a second on a CPU.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, NamedTuple, Optional
 
@@ -47,6 +49,9 @@ class ClassifierTrainConfig:
     steps: int = 2000  # optimizer updates
     batch_size: int = 0  # examples per update; 0 = the whole training set
     eval_batch_size: int = 10000  # examples per forward pass when evaluating
+    # Test accuracy whose first evaluation at or above it reports eval/steps_to_target and eval/seconds_to_target
+    # (resolution: run.eval_every); null: none.
+    target_accuracy: Optional[float] = None
 
 
 @dataclass
@@ -75,12 +80,30 @@ DATASETS: Registry[Callable[[ClassifierDataConfig, torch.device], Classification
 MODELS: Registry[Callable[[ClassifierModelConfig, tuple[int, ...], int], nn.Module]] = Registry("classifier model")
 
 
+def truth_table(outputs: list[int], device: torch.device) -> ClassificationData:
+    """A two-input Boolean function as four labelled points (0, 0), (0, 1), (1, 0), (1, 1); the test set is the
+    same four points (there are no others)."""
+    inputs = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], device=device)
+    labels = torch.tensor(outputs, device=device)
+    return ClassificationData(inputs, labels, inputs, labels, num_classes=2)
+
+
 @DATASETS.register("xor")
 def xor_data(config: ClassifierDataConfig, device: torch.device) -> ClassificationData:
-    """The four XOR points; the test set is the same four points (there are no others)."""
-    inputs = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], device=device)
-    labels = torch.tensor([0, 1, 1, 0], device=device)
-    return ClassificationData(inputs, labels, inputs, labels, num_classes=2)
+    """XOR: not linearly separable (Minsky & Papert 1969), so it needs a hidden layer."""
+    return truth_table([0, 1, 1, 0], device)
+
+
+@DATASETS.register("and")
+def and_data(config: ClassifierDataConfig, device: torch.device) -> ClassificationData:
+    """AND: linearly separable, so a single perceptron learns it."""
+    return truth_table([0, 0, 0, 1], device)
+
+
+@DATASETS.register("or")
+def or_data(config: ClassifierDataConfig, device: torch.device) -> ClassificationData:
+    """OR: linearly separable, so a single perceptron learns it."""
+    return truth_table([0, 1, 1, 1], device)
 
 
 @MODELS.register("mlp")
@@ -105,6 +128,8 @@ class ClassifierTask(Task):
         super().__init__(config, run, device)
         if config.train.steps < 1 or config.train.batch_size < 0:
             raise UserError("train.steps must be >= 1 and train.batch_size >= 0 (0 = the whole training set)")
+        if config.train.target_accuracy is not None and not 0 < config.train.target_accuracy <= 1:
+            raise UserError(f"train.target_accuracy must lie in (0, 1] or be null, got {config.train.target_accuracy}")
         self.data = DATASETS.get(config.data.name)(config.data, device)
         input_shape = tuple(self.data.train_inputs.shape[1:])
         model = MODELS.get(config.model.name)(config.model, input_shape, self.data.num_classes)
@@ -115,6 +140,11 @@ class ClassifierTask(Task):
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.order = torch.randperm(size, generator=self.generator, device=device)
         self.cursor = 0
+        # Seconds spent training (evaluations excluded) and the (step, seconds) of the first evaluation that
+        # reached train.target_accuracy: how fast an optimizer gets there, comparable across runs and resumes.
+        self.training_seconds = 0.0
+        self.reached_target: Optional[list[float]] = None
+        self._clock = time.perf_counter()
 
     @property
     def total_steps(self) -> int:
@@ -138,6 +168,7 @@ class ClassifierTask(Task):
 
     @torch.no_grad()
     def evaluate(self, final: bool = False) -> dict[str, float]:
+        self.training_seconds += time.perf_counter() - self._clock
         self.model.eval()
         correct = torch.zeros((), device=self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -148,7 +179,14 @@ class ClassifierTask(Task):
             loss_sum += F.cross_entropy(logits, labels[start:end], reduction="sum")
             correct += (logits.argmax(dim=1) == labels[start:end]).sum()
         self.model.train()
-        return {"eval/accuracy": float(correct) / len(labels), "eval/loss": float(loss_sum) / len(labels)}
+        metrics = {"eval/accuracy": float(correct) / len(labels), "eval/loss": float(loss_sum) / len(labels)}
+        target = self.config.train.target_accuracy
+        if target is not None and self.reached_target is None and metrics["eval/accuracy"] >= target:
+            self.reached_target = [float(self.step), self.training_seconds]
+        if self.reached_target is not None:
+            metrics["eval/steps_to_target"], metrics["eval/seconds_to_target"] = self.reached_target
+        self._clock = time.perf_counter()
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +195,8 @@ class ClassifierTask(Task):
             "generator": self.generator.get_state(),
             "order": self.order,
             "cursor": self.cursor,
+            "training_seconds": self.training_seconds,
+            "reached_target": self.reached_target,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -165,3 +205,8 @@ class ClassifierTask(Task):
         self.generator.set_state(state["generator"].cpu())
         self.order = state["order"].to(self.device)
         self.cursor = state["cursor"]
+        # A checkpoint written before these were kept resumes as a run that has not reached its target yet, its
+        # training seconds counted from the resume.
+        self.training_seconds = state.get("training_seconds", 0.0)
+        self.reached_target = state.get("reached_target")
+        self._clock = time.perf_counter()

@@ -6,14 +6,17 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from agents.play import add_play_parser
 from core import distributed
 from core.config import load_config
-from core.driver import Driver, build_task, check_data_parallel, evaluate_run
+from core.driver import Driver, build_task, check_data_parallel, evaluate_run, start_run, train_run
 from core.errors import UserError
+from core.invocation import tensorboard_command
 from core.nets import ACTIVATIONS, INIT_SCHEMES
 from core.optim import OPTIMIZERS, SCHEDULES
 from core.progress import TqdmLogHandler
@@ -26,7 +29,7 @@ from core.task import TASKS, schema_for
 log = logging.getLogger("rlgen")
 
 # Importing these packages fills the registries (tasks, datasets, models, env kinds).
-COMPONENT_PACKAGES = ("core.classifier", "agents", "envs", "generative")
+COMPONENT_PACKAGES = ("core.classifier", "agents", "envs", "generative", "supervised")
 
 EXIT_USER_ERROR = 2
 
@@ -59,17 +62,7 @@ def command_run(args: argparse.Namespace) -> int:
     check_data_parallel(config)
     if distributed.wants_launch(config):
         return distributed.launch(config, ["run", args.experiment, *args.overrides], args.torchrun)
-    distributed.initialise(config)
-    # Rank 0 makes the run folder; the other data-parallel ranks learn where it is.
-    run = Run.create(config) if distributed.is_leader() else None
-    directory = Path(distributed.broadcast_object(str(run.directory) if run else None))
-    run = run or Run.follower(directory, config)
-    try:
-        task = build_task(run)
-    except BaseException:
-        if run.writes:
-            run.discard()
-        raise
+    run, task = start_run(config)
     return _train(run, task, fresh=True)
 
 
@@ -88,10 +81,6 @@ def command_resume(args: argparse.Namespace) -> int:
     except BaseException:
         run.close()
         raise
-    if changes:  # saved only once the task has accepted them, so a refused value leaves the run as it was
-        run.save_config()
-        for change in changes:
-            log.info("resumed with %s", change)
     driver = Driver(run, task)
     try:
         restored = driver.restore()
@@ -99,23 +88,19 @@ def command_resume(args: argparse.Namespace) -> int:
         task.close()
         run.close()
         raise
+    if changes:  # saved once the task and its checkpoint accepted them, so a refusal leaves the run as it was
+        run.save_config()
+        for change in changes:
+            log.info("resumed with %s", change)
     return _train(run, task, fresh=not restored, driver=driver)
 
 
 def _train(run: Run, task, fresh: bool, driver: Optional[Driver] = None) -> int:
-    run.start_log_file()
-    driver = driver or Driver(run, task)
-    log.info("run %s (%s, task %s, device %s)", run.directory, run.config.name, run.config.task, task.device)
-    try:
-        complete = driver.train(fresh=fresh)
-    finally:
-        task.close()
-        run.close()
-        distributed.shutdown()
+    complete = train_run(run, task, fresh, driver)
     if complete and run.writes:
         summary = run.read_summary()
         print(json.dumps(summary, indent=2, sort_keys=True))
-        print(f"done: {run.directory}  (watch it with: tensorboard --logdir {run.directory})")
+        print(f"done: {run.directory}  (watch it with: {tensorboard_command()} --logdir {shlex.quote(str(run.directory))})")
     return 0
 
 
@@ -152,7 +137,11 @@ def command_list(args: argparse.Namespace) -> int:
     print("tasks: " + ", ".join(TASKS.names()))
     for registry in all_registries():
         if registry is not TASKS:
-            print(f"{registry.kind}s: " + ", ".join(registry.names()))
+            label = "classifier datasets" if registry.kind == "dataset" else f"{registry.kind}s"
+            print(f"{label}: " + ", ".join(registry.names()))
+    from generative.data import DATASETS as IMAGE_DATASETS  # imported late, as in command_fetch
+    print("image datasets (data.name of vae, autoencoder, rbm, dbn, gan; `rlgen fetch NAME` downloads one): "
+          + ", ".join(IMAGE_DATASETS))
     print("optimizers: " + ", ".join(OPTIMIZERS))
     print("lr schedules: " + ", ".join(SCHEDULES))
     print("activations: " + ", ".join(ACTIVATIONS))
@@ -192,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=command_eval)
     add_sweep_parser(commands)
     add_report_parser(commands)
+    add_play_parser(commands)
     fetch = commands.add_parser("fetch", help="download an image dataset once, checksums verified",
                                 description="Download MNIST or Fashion-MNIST to data.root's default: $RLGEN_DATA, "
                                             "else ~/.cache/rlgen/data.")
@@ -203,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="List the experiment files and every registered component.")
     listing.set_defaults(handler=command_list)
     return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv` with options and positionals (overrides, paths) in any order: `rlgen eval RUN --episodes 1
+    threads=1` as well as `rlgen eval RUN threads=1 --episodes 1` (plain argparse stops a list at an option)."""
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    if argv and argv[0] in commands.choices:
+        args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
 
 
 def _setup_logging() -> None:
@@ -217,7 +218,7 @@ def _setup_logging() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `rlgen` console script."""
     _setup_logging()
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), sys.argv[1:] if argv is None else list(argv))
     try:
         load_components()
         return args.handler(args)

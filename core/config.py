@@ -6,6 +6,7 @@ loading and turns every mistake into a `UserError` that names the file, the key 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -252,6 +253,7 @@ def build_config(
     `schema_for` maps the task name (from the overrides, else the file) to its config class and
     raises a UserError for an unknown task. Returns a dataclass instance with every value typed.
     """
+    _refuse_repeated_keys(overrides, source)
     override_data = parse_overrides(overrides, source)
     task = override_data.get("task", data.get("task"))
     if task is None:
@@ -271,7 +273,28 @@ def build_config(
         raise UserError(f"{source}: missing required value for {', '.join(repr(k) for k in missing)}")
     if config.precision not in PRECISIONS:
         raise UserError(f"{source}: precision: {config.precision!r} is not one of {', '.join(PRECISIONS)}")
+    _refuse_non_finite(OmegaConf.to_container(config), "", source)
     return OmegaConf.to_object(config)
+
+
+def _refuse_repeated_keys(overrides: list[str], source: str) -> None:
+    """`seed=1 ... seed=2` is a typo or a pasted line, never a choice: refuse it rather than take the last."""
+    first: dict[str, str] = {}
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in first:
+            raise UserError(f"{source}: {key!r} is given twice, as {first[key]!r} and {item!r}; keep one")
+        first[key] = item
+
+
+def _refuse_non_finite(node: Any, prefix: str, source: str) -> None:
+    """NaN or infinity in a setting (`optim.lr=nan`) would train to NaN and still exit 0: refuse it by key."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        dotted = f"{prefix}[{key}]" if isinstance(node, list) else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{source}: {dotted}: must be a finite number, got {value}")
+        _refuse_non_finite(value, dotted, source)
 
 
 def load_config(

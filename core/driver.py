@@ -8,9 +8,11 @@ run logged past its last checkpoint) before logging them again.
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
 
@@ -21,10 +23,11 @@ from core.config import flatten_config
 from core.device import (flush_denormals, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
                          set_threads)
 from core.errors import UserError
-from core.progress import Progress
+from core.invocation import rlgen_command
+from core.progress import Progress, configure
 from core.run import Run, write_json_atomic
 from core.task import TASKS, Task
-from core.tensorboard import trim_events_after
+from core.tensorboard import event_files, replace_older_events, trim_events_after
 
 log = logging.getLogger("rlgen")
 
@@ -78,6 +81,35 @@ def build_task(run: Run) -> Task:
     return task
 
 
+def start_run(config: Any) -> tuple[Run, Task]:
+    """Make a new run folder (rank 0; the other data-parallel ranks learn where it is) and build its task;
+    a task that cannot be built leaves no folder behind."""
+    distributed.initialise(config)
+    created = Run.create(config) if distributed.is_leader() else None
+    directory = Path(distributed.broadcast_object(str(created.directory) if created else None))
+    run = created or Run.follower(directory, config)
+    try:
+        task = build_task(run)
+    except BaseException:
+        if run.writes:
+            run.discard()
+        raise
+    return run, task
+
+
+def train_run(run: Run, task: Task, fresh: bool, driver: Optional["Driver"] = None) -> bool:
+    """Train `task` in `run` to the end or a stop signal, then release both; True when the run is complete."""
+    run.start_log_file()
+    driver = driver or Driver(run, task)
+    log.info("run %s (%s, task %s, device %s)", run.directory, run.config.name, run.config.task, task.device)
+    try:
+        return driver.train(fresh=fresh)
+    finally:
+        task.close()
+        run.close()
+        distributed.shutdown()
+
+
 def check_data_parallel(config: Any) -> None:
     """Refuse distributed.nproc > 1 (or a torchrun launch) for a task that cannot split its batches."""
     distributed.check_config(config)
@@ -93,6 +125,21 @@ def check_data_parallel(config: Any) -> None:
 
 def _short(tag: str) -> str:
     return tag.split("/", 1)[-1]
+
+
+def load_task_state(task: Task, path: Path, state: dict[str, Any]) -> None:
+    """Restore a checkpoint into `task`; one belonging to another task or model is a UserError naming both."""
+    if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("task"), dict):
+        raise UserError(f"{path}: not an rlgen checkpoint of format {CHECKPOINT_FORMAT}")
+    try:
+        task.load_state_dict(state["task"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = "; ".join(lines[:2])[:300] if lines else type(error).__name__
+        if isinstance(error, KeyError):
+            detail = f"it has no {error.args[0]!r}"
+        raise UserError(f"{path}: this checkpoint does not fit the run's task {task.config.task!r} as its "
+                        f"config.yaml describes it ({detail}); was it copied from another run?") from None
 
 
 class Driver:
@@ -120,9 +167,7 @@ class Driver:
                 trim_events_after(self.run.directory, -1)
             return False
         path, state = loaded
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{path}: not an rlgen checkpoint of format {CHECKPOINT_FORMAT}")
-        self.task.load_state_dict(state["task"])
+        load_task_state(self.task, path, state)
         set_rng_state(state["rng"])
         driver = state["driver"]
         self.task.step = driver["step"]
@@ -140,10 +185,12 @@ class Driver:
         if not self.leader:
             self.saved_step = self.task.step
             return
+        task_state = self.task.state_dict()  # where a task checks its own divergence first (the GAN)
+        self._stop_if_diverged(self.sums)
         self.run.tb.flush()
         state = {
             "format": CHECKPOINT_FORMAT,
-            "task": self.task.state_dict(),
+            "task": task_state,
             "rng": rng_state(),
             "driver": {
                 "step": self.task.step,
@@ -159,6 +206,23 @@ class Driver:
         self.saved_step = self.task.step
         log.info("checkpoint %s: %.2f GB in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
 
+    def _stop_if_diverged(self, figures: dict[str, Any]) -> None:
+        """Raise when a loss (its window sum or average) is NaN or infinite: training on would only spread it,
+        and the checkpoint it would write would replace a good one."""
+        losses = {tag: value for tag, value in figures.items() if tag.startswith("losses/")}
+        if not losses:
+            return
+        values = torch.stack([torch.as_tensor(value, dtype=torch.float32).to("cpu") for value in losses.values()])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = ", ".join(f"{tag} = {float(value):g}" for (tag, _), value, ok in zip(losses.items(), values, finite)
+                        if not ok)
+        saved = self.run.checkpoints.paths()
+        kept = f"the last good checkpoint, {saved[-1].name}, is kept" if saved else "no checkpoint had been written"
+        raise UserError(f"training diverged by step {self.task.step}: {bad}; stopped without checkpointing this "
+                        f"state, and {kept}. Start again with a lower learning rate (optim.lr) or gradient clipping")
+
     def train(self, fresh: bool) -> bool:
         """Train to the end or until a stop signal; True when the run is complete."""
         task, tb, settings = self.task, self.run.tb, self.run.config.run
@@ -168,11 +232,14 @@ class Driver:
                        if not key.startswith("sweep.")}
             tb.hparams_start(hparams, list(task.summary_metrics))
         total = task.total_steps
-        progress = Progress(total, task.step, settings.progress_every_s, interactive=None if self.leader else False)
+        progress = Progress(total, task.step, settings.progress_every_s, interactive=None if self.leader else False,
+                            phases=task.progress_phases(),
+                            cadences={"evaluation": settings.eval_every, "checkpoint": settings.checkpoint_every})
+        configure(settings.progress_every_s)  # the countdowns of long evaluations
         sums, counts = self.sums, self.counts
-        window_start, window_step = time.perf_counter(), task.step
+        # perf/sps is per stepping second: evaluations and checkpoints have their own progress and log lines.
+        window_start, window_step = progress.stepping_seconds(), task.step
         session_start = time.perf_counter()
-        sps = 0.0
         try:
             with StopRequest() as stop:
                 while task.step < total and not distributed.any_rank(stop.requested, task.device):
@@ -186,32 +253,38 @@ class Driver:
                     step = task.step
                     last = step >= total
                     if crossed(before, step, settings.log_every) or last:
-                        now = time.perf_counter()
+                        now = progress.stepping_seconds()
                         sps = (step - window_step) / max(now - window_start, 1e-9)
                         averages = distributed.mean_over_ranks(
                             {tag: float(sums[tag]) / counts[tag] for tag in sums}, task.device)
+                        self._stop_if_diverged(averages)
                         self.last_train.update(averages)
                         tb.scalars({**averages, "perf/sps": sps}, step)
                         sums.clear()
                         counts.clear()
                         window_start, window_step = now, step
-                    if (crossed(before, step, settings.eval_every) or last) and self.leader:
-                        self.last_eval = task.evaluate(final=last)
+                    due_eval = (crossed(before, step, settings.eval_every) or last) and self.leader
+                    due_checkpoint = crossed(before, step, settings.checkpoint_every) or last
+                    if due_eval:
+                        self._stop_if_diverged(sums)  # a diverged state is neither scored nor saved (see save)
+                        with progress.pause("evaluation"):
+                            self.last_eval = task.evaluate(final=last)
                         tb.scalars(self.last_eval, step)
-                    if crossed(before, step, settings.checkpoint_every) or last:
+                    if due_checkpoint:
                         self.elapsed_s += time.perf_counter() - session_start
                         session_start = time.perf_counter()
-                        self.save()
+                        with progress.pause("checkpoint"):
+                            self.save()
                     figures = {_short(t): v for t, v in {**self.last_train, **self.last_eval}.items()}
-                    progress.update(step, {**figures, "sps": sps, **task.progress_figures()})
+                    progress.update(step, {**figures, **task.progress_figures()})
                 if self.saved_step != task.step:
                     self.elapsed_s += time.perf_counter() - session_start
                     self.save()
         finally:
             progress.close()
         if task.step < total:
-            log.info("stopped at step %d of %d; checkpoint saved. Resume with: rlgen resume %s",
-                     task.step, total, self.run.directory)
+            log.info("stopped at step %d of %d; checkpoint saved. Resume with: %s resume %s",
+                     task.step, total, rlgen_command(), shlex.quote(str(self.run.directory)))
             return False
         self.run.write_summary({**self.last_train, **self.last_eval, "perf/wall_time_s": self.elapsed_s})
         tb.hparams_end()
@@ -219,16 +292,22 @@ class Driver:
 
 
 def evaluate_run(run: Run) -> dict[str, Any]:
-    """Evaluate the newest good checkpoint; write eval.json and merge the metrics into summary.json."""
+    """Evaluate the newest good checkpoint; write eval.json, merge the metrics into summary.json, and log them (and
+    the task's images) to TensorBoard in place of an earlier evaluation's at that step."""
     task = build_task(run)
+    configure(run.config.run.progress_every_s)  # the countdowns of long evaluations
     try:
         loaded = run.checkpoints.load_latest(map_location=task.device)
         if loaded is None:
             raise UserError(f"{run.directory}: no checkpoint to evaluate yet")
         path, state = loaded
-        task.load_state_dict(state["task"])
+        load_task_state(task, path, state)
         task.step = state["driver"]["step"]
+        before = set(event_files(run.directory))
         metrics = task.evaluate(final=True)
+        run.tb.scalars(metrics, task.step)
+        run.tb.close()
+        replace_older_events(run.directory, [p for p in event_files(run.directory) if p not in before])
     finally:
         task.close()
     result = {"step": task.step, "checkpoint": path.name, **metrics}

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import yaml
 
 from core.config import SweepConfig, build_config, config_to_yaml, parse_yaml, read_yaml_file
 from core.errors import UserError
+from core.invocation import tensorboard_command
 from core.run import CONFIG_FILE, SUMMARY_FILE, Run, write_json_atomic
 from core.task import TASKS, schema_for
 
@@ -134,6 +136,10 @@ def plan_sweep(experiment: Path, overrides: list[str], grid_options: list[str], 
     grid.update(parse_grid_option(option) for option in grid_options)
     # Sorted, so the order of the --grid options changes neither the sweep folder nor the trial names.
     grid = dict(sorted(grid.items()))
+    shared = {item.partition("=")[0] for item in overrides}
+    both = sorted(shared & set(grid))
+    if both:
+        raise UserError(f"{', '.join(both)}: given both as a shared override and in the grid; keep one")
     if not grid or any(not values for values in grid.values()):
         raise UserError(f"{experiment}: nothing to sweep: give --grid key=v1,v2 or a sweep.grid block")
     mode = mode or settings.mode
@@ -337,7 +343,8 @@ def command_sweep(args: argparse.Namespace) -> int:
         print(f"{len(unfinished)} trial(s) unfinished ({', '.join(unfinished)}); run the same command again to "
               f"finish them (each trial's log.txt says why it stopped)")
         return 1
-    print(f"done: {plan.directory}  (compare the trials with: tensorboard --logdir {plan.directory})")
+    print(f"done: {plan.directory}  (compare the trials with: {tensorboard_command()} --logdir "
+          f"{shlex.quote(str(plan.directory))})")
     return 0
 
 

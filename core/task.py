@@ -86,6 +86,12 @@ class Task(ABC):
         """Extra numbers for the progress line (e.g. the last episode's score)."""
         return {}
 
+    def progress_phases(self) -> dict[str, int]:
+        """Stretches of training whose steps cost differently, in order, each with the step it ends at (the last
+        at `total_steps`), e.g. a random warm-up then learning; the progress ETA measures each one's pace afresh.
+        Empty: one pace throughout."""
+        return {}
+
     def close(self) -> None:
         """Release environments, threads and the like."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import typing
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -109,26 +109,18 @@ def event_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("events.out.tfevents.*") if p.is_file())
 
 
-def trim_events_after(directory: Path, last_step: int) -> int:
-    """Drop every summary logged at a step after `last_step`, so a resumed run logs each step once.
-
-    A run killed after its last checkpoint has logged steps the resumed run will log again; they
-    are removed here. Each file is rewritten to a temporary name (that TensorBoard ignores) and
-    renamed over the original. Returns the number of events removed.
-    """
-    removed = 0
-    for path in event_files(directory):
-        kept: list[bytes] = []
-        dropped = 0
-        for record in RawEventFileLoader(str(path)).Load():
-            event = event_pb2.Event.FromString(record)
-            if event.HasField("summary") and event.step > last_step:
-                dropped += 1
-            else:
-                kept.append(record)
-        if dropped == 0:
-            continue
-        removed += dropped
+def _rewrite_without(path: Path, drop: Callable[[event_pb2.Event], bool]) -> int:
+    """Rewrite one event file without the summaries `drop` selects, through a temporary file (that
+    TensorBoard ignores) renamed over it. Returns the number of events removed."""
+    kept: list[bytes] = []
+    dropped = 0
+    for record in RawEventFileLoader(str(path)).Load():
+        event = event_pb2.Event.FromString(record)
+        if event.HasField("summary") and drop(event):
+            dropped += 1
+        else:
+            kept.append(record)
+    if dropped:
         temp = path.with_name(_TRIM_TEMP)
         with open(temp, "wb") as stream:
             writer = RecordWriter(stream)
@@ -137,4 +129,36 @@ def trim_events_after(directory: Path, last_step: int) -> int:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)
-    return removed
+    return dropped
+
+
+def trim_events_after(directory: Path, last_step: int) -> int:
+    """Drop every summary logged at a step after `last_step`, so a resumed run logs each step once.
+
+    A run killed after its last checkpoint has logged steps the resumed run will log again; they
+    are removed here. Returns the number of events removed.
+    """
+    return sum(_rewrite_without(path, lambda event: event.step > last_step) for path in event_files(directory))
+
+
+def summary_keys(path: Path) -> set[tuple[str, int]]:
+    """The (tag, step) of every summary value in one event file."""
+    keys = set()
+    for record in RawEventFileLoader(str(path)).Load():
+        event = event_pb2.Event.FromString(record)
+        if event.HasField("summary"):
+            keys.update((value.tag, event.step) for value in event.summary.value)
+    return keys
+
+
+def replace_older_events(directory: Path, newer: Sequence[Path]) -> int:
+    """Drop from the run's other event files each summary whose tag and step one of `newer` files also holds:
+    a repeated evaluation of a checkpoint replaces the figures and images of the previous one instead of
+    adding a second point at the same step. Returns the number of events removed."""
+    keys = set().union(*(summary_keys(path) for path in newer)) if newer else set()
+    if not keys:
+        return 0
+    older = [path for path in event_files(directory) if path not in set(newer)]
+    return sum(_rewrite_without(path, lambda event: all((value.tag, event.step) in keys
+                                                         for value in event.summary.value))
+               for path in older)

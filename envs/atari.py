@@ -3,6 +3,11 @@
 ale-py's C++ threads do all the preprocessing (frame skip 4, max-pool of the last two frames, 84x84
 grey resize, stack of 4, random no-op starts, FIRE on reset); this module only picks its settings and
 keeps the whole-game bookkeeping. Rewards are never clipped here, so the reported score is the real one.
+
+ale-py hands out only the preprocessed stacks. For videos (`render=True`) a second vector env with the same
+settings and seeds plays the same actions and returns the full 210x160 colour screen instead: the emulator is
+deterministic given its seed and actions (sticky actions and no-op starts included), so both play the same game,
+and `receive` checks that their frame counters, lives and rewards agree.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from core.registry import closest_names, unknown_name_message
 from envs.base import ENV_KINDS, EnvConfig, GameTracker, StepResult, VectorEnv, env_seeds
 
 FRAME_SKIP = 4  # agent steps last 4 frames under both protocols
+EMULATOR_FPS = 60  # the Atari 2600 draws 60 frames a second
+SCREEN_SHAPE = (210, 160)  # height and width of the emulator's screen, every game
 
 
 @dataclass(frozen=True)
@@ -96,13 +103,20 @@ class AtariVector(VectorEnv):
     see `step`.
     """
 
-    def __init__(self, cfg: EnvConfig, seed: int, evaluation: bool = False) -> None:
+    def __init__(self, cfg: EnvConfig, seed: int, evaluation: bool = False, render: bool = False) -> None:
         self.settings = vector_env_settings(cfg, evaluation)
         self._env = AtariVectorEnv(rom_id(cfg.id), cfg.num_envs, **self.settings)
+        # The colour twin of `_env` (see the module's doc): one max-pooled screen a step, as the agent sees it.
+        height, width = SCREEN_SHAPE
+        self._screens = AtariVectorEnv(rom_id(cfg.id), cfg.num_envs, **{
+            **self.settings, "grayscale": False, "img_height": height, "img_width": width, "stack_num": 1,
+        }) if render else None
+        self._screen: np.ndarray | None = None
         self.num_envs = cfg.num_envs
         self.num_actions = int(self._env.single_action_space.n)
         self.obs_shape = tuple(self._env.single_observation_space.shape)
         self.obs_dtype = np.dtype(np.uint8)
+        self.steps_per_second = EMULATOR_FPS / FRAME_SKIP
         self._seeds: list[int] | None = env_seeds(seed, cfg.num_envs, evaluation)
         self._games = GameTracker(cfg.num_envs)
         self._frames = np.zeros(cfg.num_envs, dtype=np.int32)
@@ -113,6 +127,9 @@ class AtariVector(VectorEnv):
         seeds = None if self._seeds is None else np.array(self._seeds)
         self._seeds = None
         obs, info = self._env.reset(seed=seeds)
+        if self._screens is not None:
+            screens, screen_info = self._screens.reset(seed=seeds)
+            self._keep_screen(screens, info, screen_info, same_rewards=True)
         self._frames, self._game_frames = info["frame_number"], info["episode_frame_number"]
         self._games = GameTracker(self.num_envs)
         return obs
@@ -124,11 +141,17 @@ class AtariVector(VectorEnv):
 
     def send(self, actions: np.ndarray) -> None:
         """Hand the actions to ale-py's C++ threads, which play the step while this thread goes on."""
-        self._env.send(np.asarray(actions, dtype=np.int64))
+        actions = np.asarray(actions, dtype=np.int64)
+        self._env.send(actions)
+        if self._screens is not None:
+            self._screens.send(actions)
 
     def receive(self) -> StepResult:
         """Wait for the step `send` started."""
         obs, reward, terminated, truncated, info = self._env.recv()
+        if self._screens is not None:
+            screens, screen_reward, _, _, screen_info = self._screens.recv()
+            self._keep_screen(screens, info, screen_info, same_rewards=np.array_equal(reward, screen_reward))
         frames, game_frames = info["frame_number"], info["episode_frame_number"]
         # A step advances the emulator's frame counter and the game's frame counter together; only an
         # autoreset restarts the game's counter, and the game it ended had counted at least one frame.
@@ -137,5 +160,20 @@ class AtariVector(VectorEnv):
         reward = reward.astype(np.float32)
         return StepResult(obs, reward, terminated, truncated, first, self._games.update(reward, first))
 
+    def render(self) -> np.ndarray:
+        """The colour screens, (num_envs, 210, 160, 3) uint8, max-pooled over the step's last two frames."""
+        if self._screen is None:
+            raise RuntimeError("render() needs an env made with render=True, after reset()")
+        return self._screen
+
+    def _keep_screen(self, screens: np.ndarray, info: dict, screen_info: dict, same_rewards: bool) -> None:
+        """Keep the twin's screens once it is known to play the same games as the agent's env."""
+        counters = ("frame_number", "episode_frame_number", "lives")
+        if not same_rewards or not all(np.array_equal(info[key], screen_info[key]) for key in counters):
+            raise RuntimeError("the colour twin of the Atari env diverged from the agent's env")
+        self._screen = screens[:, -1]
+
     def close(self) -> None:
         self._env.close()
+        if self._screens is not None:
+            self._screens.close()

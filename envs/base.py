@@ -59,6 +59,7 @@ class VectorEnv(ABC):
     num_actions: int
     obs_shape: tuple[int, ...]  # one environment's observation, without the batch axis
     obs_dtype: np.dtype  # numpy dtype of the observations
+    steps_per_second: float  # agent steps per second of game time: a video of one frame a step plays in real time
 
     @abstractmethod
     def reset(self) -> np.ndarray:
@@ -71,6 +72,11 @@ class VectorEnv(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the emulators; the env cannot be used afterwards."""
+
+    @abstractmethod
+    def render(self) -> np.ndarray:
+        """The colour screens of the current step, (num_envs, H, W, 3) uint8; only for an env made with
+        `render=True`, which keeps them."""
 
     def send(self, actions: np.ndarray) -> None:
         """Start a step whose result `receive` returns. Kinds whose emulators run in their own threads
@@ -112,14 +118,15 @@ def env_seeds(seed: int, num_envs: int, evaluation: bool) -> list[int]:
     return [int(s) for s in stream.generate_state(num_envs) & 0x7FFFFFFF]
 
 
-EnvFactory = Callable[[EnvConfig, int, bool], VectorEnv]
+EnvFactory = Callable[[EnvConfig, int, bool, bool], VectorEnv]
 
 ENV_KINDS: Registry[EnvFactory] = Registry("env kind")
 
 
-def make_env(cfg: EnvConfig, seed: int, evaluation: bool = False) -> VectorEnv:
-    """Build the vector env `cfg` describes; `evaluation` selects the evaluation protocol and seed stream."""
+def make_env(cfg: EnvConfig, seed: int, evaluation: bool = False, render: bool = False) -> VectorEnv:
+    """Build the vector env `cfg` describes; `evaluation` selects the evaluation protocol and seed stream,
+    `render` keeps colour screens for `VectorEnv.render` (videos), which costs time every step."""
     factory = ENV_KINDS.get(cfg.kind)
     if cfg.num_envs < 1:
         raise UserError(f"env.num_envs must be at least 1, got {cfg.num_envs}")
-    return factory(cfg, seed, evaluation)
+    return factory(cfg, seed, evaluation, render)

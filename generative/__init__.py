@@ -1,4 +1,4 @@
 """Generative models of images and their data and metrics."""
-# Importing the task modules registers them: rbm, dbn, vae, gan, and the mnist dataset and cnn model of
+# Importing the task modules registers them: rbm, dbn, vae, autoencoder, gan, and the mnist dataset and cnn model of
 # the classifier task (the judge of the GAN's Fréchet distance).
-from generative import gan_task, mnist_classifier, rbm_task, vae_task  # noqa: F401
+from generative import autoencoder_task, gan_task, mnist_classifier, rbm_task, vae_task  # noqa: F401

@@ -3,18 +3,22 @@ whole onto the training device as uint8.
 
 The data root is `data.root` in the experiment file, else the `RLGEN_DATA` environment variable, else
 `~/.cache/rlgen/data`; each dataset lives in its own folder there (`mnist/`, `fashion_mnist/`) as the
-four IDX files, plain or gzip-compressed. A file counts as genuine when its bytes have the official
-.gz digest or its decompressed content has the official content digest (re-compressed copies pass).
+four IDX files, plain or gzip-compressed. A file counts as genuine when the SHA-256 of its decompressed
+IDX bytes is the recorded one, so copies that a distribution re-compressed (other gzip level, header,
+mtime or name) or decompressed pass; an untouched official .gz also passes by its published MD5, which
+keeps official downloads working should a recorded content digest be wrong, and is the only check left
+for a dataset with no recorded content digest (its re-compressed copies are refused as unverifiable).
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import shutil
+import shlex
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, NamedTuple, Optional
@@ -45,11 +49,12 @@ class DataConfig:
 
 
 class IdxFile(NamedTuple):
-    """One file of a dataset with its official digests (MD5 of the .gz, and of the content where known)."""
+    """One file of a dataset: its published name, the publisher's MD5 of the .gz, and the SHA-256 of the
+    decompressed IDX bytes (None where no trustworthy one is known)."""
 
     name: str  # as published, ending in .gz
     gz_md5: str
-    content_md5: Optional[str]
+    content_sha256: Optional[str]
 
 
 class DatasetSpec(NamedTuple):
@@ -61,22 +66,35 @@ class DatasetSpec(NamedTuple):
     test_labels: IdxFile
 
 
+# Where the content digests come from. MNIST: computed from decompressed files whose MD5s are the ones
+# published for decades (6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...). Fashion-MNIST labels:
+# computed from the .gz files in zalandoresearch/fashion-mnist whose MD5s are the publisher's. Fashion-MNIST
+# images: as published by several independent loaders whose label digests agree with those computed here;
+# the images themselves could not be fetched here to recompute them.
 DATASETS = {
     "mnist": DatasetSpec(
         "mnist",
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-        IdxFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
-        IdxFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
-        IdxFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
-        IdxFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+        IdxFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        IdxFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        IdxFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        IdxFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
     ),
     "fashion_mnist": DatasetSpec(
         "fashion_mnist",
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        IdxFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", None),
-        IdxFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", None),
-        IdxFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", None),
-        IdxFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", None),
+        IdxFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        IdxFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        IdxFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        IdxFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
     ),
 }
 
@@ -106,31 +124,35 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _content(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if path.suffix != ".gz":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError) as error:
-        raise UserError(f"{path}: not a readable gzip file ({error}); delete it so it is downloaded again") from None
+def _genuine_content(raw: bytes, compressed: bool, spec: IdxFile) -> bytes:
+    """The IDX bytes of a file's `raw` bytes when they are the official content; else ValueError saying why."""
+    if compressed:
+        try:
+            content = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ValueError(f"not a readable gzip file ({error})") from None
+    else:
+        content = raw
+    if spec.content_sha256 is not None:
+        digest = hashlib.sha256(content).hexdigest()
+        if digest == spec.content_sha256 or (compressed and _md5(raw) == spec.gz_md5):
+            return content
+        raise ValueError(f"checksum mismatch (content SHA-256 {digest}; expected {spec.content_sha256})")
+    if compressed and _md5(raw) == spec.gz_md5:
+        return content
+    found = f"checksum mismatch (MD5 {_md5(raw)}; expected {spec.gz_md5} for the official .gz) and a " if compressed \
+        else "a "
+    raise ValueError(f"{found}re-compressed or decompressed copy cannot be verified: no content digest is recorded "
+                     f"for {spec.name}")
 
 
 def verified_content(path: Path, spec: IdxFile) -> bytes:
-    """The file's IDX bytes once its digest matches the official one; a mismatch is an error."""
-    raw = path.read_bytes()
-    content = _content(path)
-    if path.suffix == ".gz" and _md5(raw) == spec.gz_md5:
-        return content
-    if spec.content_md5 is not None and _md5(content) == spec.content_md5:
-        return content
-    if spec.content_md5 is None and path.suffix != ".gz":
-        return content  # no published digest of the plain file exists; the IDX header is still checked
-    raise UserError(
-        f"{path}: checksum mismatch (MD5 {_md5(raw)}; expected {spec.gz_md5} for the .gz"
-        f"{f' or content MD5 {spec.content_md5}' if spec.content_md5 else ''}); the file is not used: "
-        f"delete it so it is downloaded again, or replace it with the official file"
-    )
+    """The file's IDX bytes once its content (or, for the official .gz, its own) digest matches; else an error."""
+    try:
+        return _genuine_content(path.read_bytes(), path.suffix == ".gz", spec)
+    except ValueError as error:
+        raise UserError(f"{path}: {error}; the file is not used: delete it so it is downloaded again, or replace "
+                        f"it with the official file") from None
 
 
 def parse_idx(content: bytes, magic: int, source: Path) -> np.ndarray:
@@ -148,54 +170,99 @@ def parse_idx(content: bytes, magic: int, source: Path) -> np.ndarray:
     return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def _write_atomically(target: Path, raw: bytes) -> None:
+    """Write `raw` to `target` whole or not at all, making the folders it needs only now; the folders made
+    here are removed again if the write fails (never one that existed before)."""
+    absent = []
+    folder = target.parent
+    while not folder.exists():
+        absent.append(folder)
+        folder = folder.parent
+    created: list[Path] = []
+    temporary = None
+    try:
+        for folder in reversed(absent):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by someone else: not ours to remove
+            created.append(folder)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(handle, "wb") as file:
+            file.write(raw)
+        os.replace(temporary, target)
+    except OSError as error:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # something else put a file there meanwhile; leave it
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+
+
 def _download(spec: IdxFile, folder: Path, mirrors: list[str]) -> Path:
-    """Fetch one file from the first mirror that serves it with the right digest; atomic, nothing half-written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / spec.name
+    """Fetch one file from the first mirror that serves it with the right digest; a folder is made and the
+    file written only once a verified copy is in memory, so a failure leaves nothing behind."""
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + spec.name
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{spec.name}.", suffix=".gz")
         try:
-            with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
-                shutil.copyfileobj(response, file)
-            verified_content(Path(temporary), spec)
-            os.replace(temporary, target)
-            return target
-        except (urllib.error.URLError, OSError, ValueError, UserError) as error:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                raw = response.read()
+            _genuine_content(raw, True, spec)
+        except (urllib.error.URLError, OSError, ValueError) as error:
             failures.append(f"{url}: {getattr(error, 'reason', error)}")
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+            continue
+        _write_atomically(folder / spec.name, raw)
+        return folder / spec.name
     raise UserError(f"could not download {spec.name} ({'; '.join(failures)})")
 
 
-def _find_or_fetch(spec: IdxFile, folder: Path, config: DataConfig, dataset: DatasetSpec) -> Path:
-    for candidate in (folder / spec.name, folder / spec.name[:-3]):
+def _missing_message(missing: list[IdxFile], folder: Path, config: DataConfig, dataset: DatasetSpec,
+                     cause: str) -> str:
+    """One message naming every missing file, where it goes, and how to get it there."""
+    fetch = f"rlgen fetch {config.name}" + (f" --root {shlex.quote(str(data_root(config)))}" if config.root else "")
+    several = len(missing) > 1
+    return (
+        f"{len(missing)} {config.name} file{'s' if several else ''} missing {cause}: "
+        f"{', '.join(spec.name for spec in missing)} (gzip-compressed or plain) {'go' if several else 'goes'} in "
+        f"{folder}/; get {'them' if several else 'it'} with `{fetch}` (add `--mirror URL` for another server or a "
+        f"file:// folder holding the files), or download from {dataset.mirrors[0]} into that folder, or point "
+        f"data.root or RLGEN_DATA at a folder holding {dataset.folder}/"
+    )
+
+
+def _locate(spec: IdxFile, folder: Path) -> Optional[Path]:
+    for candidate in (folder / spec.name, folder / spec.name.removesuffix(".gz")):
         if candidate.is_file():
             return candidate
-    where = (
-        f"put {spec.name} (or it decompressed) in {folder}/, or point data.root or RLGEN_DATA at a folder "
-        f"holding {dataset.folder}/"
-    )
-    if not config.download:
-        raise UserError(f"{folder / spec.name}: missing and data.download is false; {where}")
-    try:
-        return _download(spec, folder, [*config.mirrors, *dataset.mirrors])
-    except UserError as error:
-        raise UserError(f"{error}; {where}") from None
+    return None
 
 
 def load_arrays(config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Train images, train labels, test images, test labels as numpy arrays, verified."""
+    """Train images, train labels, test images, test labels as numpy arrays, verified; missing files are
+    downloaded (or named, all of them, in one error)."""
     if config.name not in DATASETS:
         raise UserError(unknown_name_message("dataset", config.name, list(DATASETS)))
     dataset = DATASETS[config.name]
     folder = data_root(config) / dataset.folder
+    files = (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
+    paths = {spec.name: _locate(spec, folder) for spec in files}
+    missing = [spec for spec in files if paths[spec.name] is None]
+    if missing and not config.download:
+        raise UserError(_missing_message(missing, folder, config, dataset, "and data.download is false"))
+    mirrors = [*config.mirrors, *dataset.mirrors]
+    for index, spec in enumerate(missing):
+        try:
+            paths[spec.name] = _download(spec, folder, mirrors)
+        except UserError as error:
+            # The other files would most likely fail the same way (no network); name them all at once.
+            raise UserError(_missing_message(missing[index:], folder, config, dataset, f"and {error}")) from None
     arrays = []
-    for spec, magic in ((dataset.train_images, IMAGES_MAGIC), (dataset.train_labels, LABELS_MAGIC),
-                        (dataset.test_images, IMAGES_MAGIC), (dataset.test_labels, LABELS_MAGIC)):
-        path = _find_or_fetch(spec, folder, config, dataset)
+    for spec, magic in zip(files, (IMAGES_MAGIC, LABELS_MAGIC, IMAGES_MAGIC, LABELS_MAGIC)):
+        path = paths[spec.name]
         arrays.append(parse_idx(verified_content(path, spec), magic, path))
     train, train_labels, test, test_labels = arrays
     if len(train) != len(train_labels) or len(test) != len(test_labels):

@@ -19,6 +19,7 @@ from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.images import make_grid
 from core.optim import OptimConfig, Optimizer
+from core.progress import progress_of
 from core.run import Run
 from core.sampling import DeviceBatches, unit_interval
 from core.task import TASKS, Task
@@ -221,13 +222,18 @@ class GANTask(Task):
     def _generate(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """`count` images in [0, 1] from the sampling network in eval mode, in chunks."""
         sampler, size = self._sampler(), self.config.eval.batch_size
-        chunks = [sampler(torch.randn(min(size, count - start), self.config.model.latent, device=self.device,
-                                      generator=generator)) for start in range(0, count, size)]
+        chunks = []
+        with progress_of(count, "FID: generating samples", "images") as shown:
+            for start in range(0, count, size):
+                chunks.append(sampler(torch.randn(min(size, count - start), self.config.model.latent,
+                                                  device=self.device, generator=generator)))
+                shown.advance(chunks[-1].shape[0])
         return torch.cat(chunks).add_(1).div_(2)
 
     def _reference_statistics(self) -> FeatureStatistics:
         if self._reference is None:
-            outputs = judge_outputs(self.judge, unit_interval(self.data.test), self.config.eval.batch_size)
+            outputs = judge_outputs(self.judge, unit_interval(self.data.test), self.config.eval.batch_size,
+                                    "FID: judging the test digits")
             self._reference = feature_statistics(outputs.features)
         return self._reference
 
@@ -235,7 +241,8 @@ class GANTask(Task):
         """FID of `count` real training digits against the test digits: the best a generator can expect."""
         if count not in self._floors:
             images = unit_interval(self.data.train[:count])
-            features = judge_outputs(self.judge, images, self.config.eval.batch_size).features
+            features = judge_outputs(self.judge, images, self.config.eval.batch_size,
+                                     "FID: judging training digits").features
             self._floors[count] = frechet_distance(feature_statistics(features), self._reference_statistics())
         return self._floors[count]
 
@@ -247,7 +254,7 @@ class GANTask(Task):
         sampler = self._sampler()
         sampler.eval()
         noise = torch.Generator(device=self.device).manual_seed(self.config.seed + EVAL_SEED_OFFSET)
-        outputs = judge_outputs(self.judge, self._generate(count, noise), settings.batch_size)
+        outputs = judge_outputs(self.judge, self._generate(count, noise), settings.batch_size, "FID: judging samples")
         quality = sample_quality(outputs, self._reference_statistics())
         metrics = {("eval/fid" if final else "eval/fid_quick"): quality.pop("fid")}
         # Each digit's fraction goes to the summary; during training the histogram shows them.

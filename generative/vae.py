@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,45 @@ class VAEModelConfig:
     activation: str = "tanh"  # hidden activation (the IWAE paper's tanh)
     likelihood: str = "bernoulli"  # bernoulli (binary pixels) | gaussian (grey levels, learned per-pixel scale)
     min_log_scale: float = -4.6  # gaussian: lower bound of log sigma (sigma >= 0.01), so densities stay finite
+
+
+class NetworkConfig(Protocol):
+    """The fields of a model section that say which encoder and decoder to build (the VAE's and the autoencoder's)."""
+
+    network: str
+    hidden: List[int]
+    conv_features: int
+    latent: int
+    activation: str
+
+
+def encoder_decoder(config: NetworkConfig, image_shape: tuple[int, ...],
+                    encoder_outputs: int) -> tuple[nn.Module, nn.Module]:
+    """An encoder from images to `encoder_outputs` numbers and a decoder from `config.latent` numbers to one raw
+    output per pixel: MLPs whose decoder mirrors the encoder's widths, or core.nets' 28x28 conv nets. The VAE
+    encodes a mean and a log variance per latent dimension, a plain autoencoder the code itself."""
+    if config.network not in NETWORKS:
+        raise UserError(f"model.network: unknown {config.network!r}; valid: {', '.join(NETWORKS)}")
+    if config.latent < 1:
+        raise UserError(f"model.latent must be at least 1, got {config.latent}")
+    pixels = math.prod(image_shape)
+    if config.network == "mlp":
+        return (MLP(pixels, config.hidden, encoder_outputs, config.activation),
+                MLP(config.latent, list(reversed(config.hidden)), pixels, config.activation))
+    if tuple(image_shape[1:]) != (28, 28):
+        raise UserError(f"model.network: conv expects 28x28 images, got {tuple(image_shape)}")
+    channels = image_shape[0]
+    encoder = nn.Sequential(
+        ConvEncoder28(config.conv_features, channels, config.activation),
+        make_activation(config.activation),
+        nn.Linear(config.conv_features, encoder_outputs),
+    )
+    return encoder, nn.Sequential(ConvDecoder28(config.latent, channels, config.activation), nn.Flatten())
+
+
+def flatten_for(network: str, images: torch.Tensor) -> torch.Tensor:
+    """Images as an encoder of `network` takes them: flat rows for an MLP, (B, C, H, W) for the conv net."""
+    return images.reshape(images.shape[0], -1) if network == "mlp" else images
 
 
 class LogWeights(NamedTuple):
@@ -69,35 +108,17 @@ class VAE(nn.Module):
         super().__init__()
         if config.likelihood not in LIKELIHOODS:
             raise UserError(f"model.likelihood: unknown {config.likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
-        if config.network not in NETWORKS:
-            raise UserError(f"model.network: unknown {config.network!r}; valid: {', '.join(NETWORKS)}")
-        if config.latent < 1:
-            raise UserError(f"model.latent must be at least 1, got {config.latent}")
         self.config = config
         self.image_shape = tuple(image_shape)
-        pixels = math.prod(self.image_shape)
-        self.pixels = pixels
-        if config.network == "mlp":
-            self.encoder: nn.Module = MLP(pixels, config.hidden, 2 * config.latent, config.activation)
-            self.decoder: nn.Module = MLP(config.latent, list(reversed(config.hidden)), pixels, config.activation)
-        else:
-            if self.image_shape[1:] != (28, 28):
-                raise UserError(f"model.network: conv expects 28x28 images, got {self.image_shape}")
-            channels = self.image_shape[0]
-            self.encoder = nn.Sequential(
-                ConvEncoder28(config.conv_features, channels, config.activation),
-                make_activation(config.activation),
-                nn.Linear(config.conv_features, 2 * config.latent),
-            )
-            self.decoder = nn.Sequential(ConvDecoder28(config.latent, channels, config.activation), nn.Flatten())
+        self.pixels = math.prod(self.image_shape)
+        self.encoder, self.decoder = encoder_decoder(config, self.image_shape, 2 * config.latent)
         if config.likelihood == "gaussian":
-            self.log_scale = nn.Parameter(torch.zeros(pixels))
+            self.log_scale = nn.Parameter(torch.zeros(self.pixels))
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) images -> the posterior's mean and log variance, each (B, latent), in float32 also under
         a bfloat16 autocast: the bounds are computed from them."""
-        flat = images.reshape(images.shape[0], -1) if self.config.network == "mlp" else images
-        mean, log_var = self.encoder(flat).float().chunk(2, dim=-1)
+        mean, log_var = self.encoder(flatten_for(self.config.network, images)).float().chunk(2, dim=-1)
         return mean, log_var
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

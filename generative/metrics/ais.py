@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from core.progress import progress_of
 from generative.rbm import RBM, bernoulli, logit, reconstruction_error
 
 # Salakhutdinov & Murray's schedule: beta steps of 1e-3 up to 0.5, 1e-4 up to 0.9, 1e-5 up to 1.0.
@@ -58,27 +59,31 @@ def base_rate_biases(pixel_means: torch.Tensor, clip: float = 1e-3) -> torch.Ten
 @torch.no_grad()
 def ais_log_partition(rbm: RBM, base_biases: torch.Tensor, runs: int = 100,
                       temperatures: int = PAPER_TEMPERATURES,
-                      generator: Optional[torch.Generator] = None) -> LogPartition:
-    """AIS estimate of log Z of `rbm`, all `runs` chains annealed together as one batch on its device."""
+                      generator: Optional[torch.Generator] = None, progress: Optional[str] = "AIS") -> LogPartition:
+    """AIS estimate of log Z of `rbm`, all `runs` chains annealed together as one batch on its device.
+    `progress` labels the display of a long one (core/progress.py), the runs appended; None shows none."""
     weights, visible_bias, hidden_bias = rbm.standard_form()
     base = base_biases.to(weights)
     betas = annealing_schedule(temperatures).tolist()
     visible = bernoulli(torch.sigmoid(base).expand(runs, -1), generator)
     log_weights = torch.zeros(runs, dtype=torch.float64, device=weights.device)
     bias_difference = visible_bias - base
-    for previous, beta in zip(betas[:-1], betas[1:]):
-        hidden_input = torch.addmm(hidden_bias, visible, weights)
-        # log p_k*(v) - log p_{k-1}*(v), as a difference of like terms in float64: the ~14,500 small
-        # increments would otherwise drown in the rounding of two large float32 sums.
-        wide_input = hidden_input.double()
-        log_weights += (beta - previous) * (visible @ bias_difference).double()
-        log_weights += (F.softplus(beta * wide_input) - F.softplus(previous * wide_input)).sum(dim=1)
-        if beta < 1.0:
-            # One Gibbs sweep leaving p_k invariant: hiddens see the weights scaled by beta, visibles
-            # the mixture of the two models' biases.
-            hidden = bernoulli(torch.sigmoid(beta * hidden_input), generator)
-            visible_input = (1.0 - beta) * base + beta * torch.addmm(visible_bias, hidden, weights.T)
-            visible = bernoulli(torch.sigmoid(visible_input), generator)
+    label = None if progress is None else f"{progress} ({runs} runs)"
+    with progress_of(temperatures, label, "temperatures") as shown:
+        for previous, beta in zip(betas[:-1], betas[1:]):
+            hidden_input = torch.addmm(hidden_bias, visible, weights)
+            # log p_k*(v) - log p_{k-1}*(v), as a difference of like terms in float64: the ~14,500 small
+            # increments would otherwise drown in the rounding of two large float32 sums.
+            wide_input = hidden_input.double()
+            log_weights += (beta - previous) * (visible @ bias_difference).double()
+            log_weights += (F.softplus(beta * wide_input) - F.softplus(previous * wide_input)).sum(dim=1)
+            if beta < 1.0:
+                # One Gibbs sweep leaving p_k invariant: hiddens see the weights scaled by beta, visibles
+                # the mixture of the two models' biases.
+                hidden = bernoulli(torch.sigmoid(beta * hidden_input), generator)
+                visible_input = (1.0 - beta) * base + beta * torch.addmm(visible_bias, hidden, weights.T)
+                visible = bernoulli(torch.sigmoid(visible_input), generator)
+            shown.advance()
     # Z_A: the base rate's visibles times 2^hidden from the hiddens, which see no weights at beta = 0.
     log_z_base = F.softplus(base.double()).sum().item() + rbm.hidden * math.log(2.0)
     return _estimate(log_weights, log_z_base, temperatures)

@@ -9,10 +9,12 @@ in float64, checked against `scipy.linalg.sqrtm` in the tests.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
+
+from core.progress import progress_of
 
 
 class FeatureStatistics(NamedTuple):
@@ -63,16 +65,20 @@ def frechet_distance(p: FeatureStatistics, q: FeatureStatistics) -> float:
 
 
 @torch.no_grad()
-def judge_outputs(judge: nn.Module, images: torch.Tensor, batch_size: int = 500) -> JudgeOutputs:
+def judge_outputs(judge: nn.Module, images: torch.Tensor, batch_size: int = 500,
+                  progress: Optional[str] = "judging images") -> JudgeOutputs:
     """Features and class probabilities of `[N, 1, 28, 28]` images in [0, 1]; `judge` has `features` and `head`
-    (`generative.mnist_classifier.DigitCNN`). Evaluated in eval mode, chunk by chunk."""
+    (`generative.mnist_classifier.DigitCNN`). Evaluated in eval mode, chunk by chunk. `progress` labels the
+    display of a long run (core/progress.py); None shows none."""
     was_training = judge.training
     judge.eval()
     features, probabilities = [], []
-    for start in range(0, images.shape[0], batch_size):
-        hidden = judge.features(images[start:start + batch_size])
-        features.append(hidden)
-        probabilities.append(torch.softmax(judge.head(hidden), dim=1))
+    with progress_of(images.shape[0], progress, "images") as shown:
+        for start in range(0, images.shape[0], batch_size):
+            hidden = judge.features(images[start:start + batch_size])
+            features.append(hidden)
+            probabilities.append(torch.softmax(judge.head(hidden), dim=1))
+            shown.advance(hidden.shape[0])
     judge.train(was_training)
     return JudgeOutputs(torch.cat(features), torch.cat(probabilities))
 

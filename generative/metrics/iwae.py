@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
+from core.progress import progress_of
 from generative.vae import VAE, gaussian_kl
 
 # Decoder outputs held at once (chunk of samples x images x pixels): 2^24 floats, 64 MB.
@@ -14,22 +16,26 @@ OUTPUT_BUDGET = 1 << 24
 
 @torch.no_grad()
 def iwae_log_likelihood(model: VAE, images: torch.Tensor, samples: int, batch_size: int = 100,
-                        budget: int = OUTPUT_BUDGET) -> torch.Tensor:
+                        budget: int = OUTPUT_BUDGET, progress: Optional[str] = "IWAE bound") -> torch.Tensor:
     """The `samples`-sample IWAE bound on log p(x) of every image (`[N]`), a running log-sum-exp over chunks
-    of samples so that k = 5000 needs no more memory than k = 1."""
+    of samples so that k = 5000 needs no more memory than k = 1. `progress` labels the display of a long one
+    (core/progress.py), k appended; None shows none."""
     bounds = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start:start + batch_size]
-        posterior = model.encode(batch)
-        chunk = max(1, min(samples, budget // (batch.shape[0] * model.pixels)))
-        total = torch.full((batch.shape[0],), -math.inf, device=batch.device)
-        drawn = 0
-        while drawn < samples:
-            count = min(chunk, samples - drawn)
-            log_weights = model.log_weights(batch, count, posterior).total
-            total = torch.logaddexp(total, torch.logsumexp(log_weights, dim=0))
-            drawn += count
-        bounds.append(total - math.log(samples))
+    label = None if progress is None else f"{progress} (k={samples})"
+    with progress_of(images.shape[0], label, "images") as shown:
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size]
+            posterior = model.encode(batch)
+            chunk = max(1, min(samples, budget // (batch.shape[0] * model.pixels)))
+            total = torch.full((batch.shape[0],), -math.inf, device=batch.device)
+            drawn = 0
+            while drawn < samples:
+                count = min(chunk, samples - drawn)
+                log_weights = model.log_weights(batch, count, posterior).total
+                total = torch.logaddexp(total, torch.logsumexp(log_weights, dim=0))
+                drawn += count
+            bounds.append(total - math.log(samples))
+            shown.advance(batch.shape[0])
     return torch.cat(bounds)
 
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.evaluation import EvalConfig, evaluate_policy, human_normalized, log_gameplay
+from agents.evaluation import EvalConfig, evaluate_policy, human_normalized, log_gameplay, play_games
 from core.tensorboard import TensorBoardLog
 from envs import EnvConfig
 
@@ -61,6 +62,19 @@ def test_rlgen_eval_episodes_flag_plays_that_many_games(tmp_path: Path) -> None:
     assert main(["run", str(cartpole), f"run.root={tmp_path}", "train.total_steps=600", "train.learning_starts=200",
                  "run.eval_every=600", "run.checkpoint_every=600"]) == 0
     [run_dir] = (tmp_path / "dqn_cartpole").iterdir()
-    assert main(["eval", str(run_dir), "--episodes", "3"]) == 0
+    assert main(["eval", str(run_dir), "--episodes", "3", "threads=1"]) == 0  # an override after an option
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["eval/episodes"] == 3.0 and result["step"] == 600
+
+
+def test_the_games_are_the_same_with_their_progress_lines(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("core.progress.DEFAULTS.every_s", 0.0)  # a line at every step
+    caplog.set_level(logging.INFO, logger="rlgen")
+    env, config = EnvConfig(kind="gym", id="CartPole-v1", num_envs=2), EvalConfig(episodes=4, num_envs=2)
+    quiet = play_games(_RandomAgent(2), env, config, 5, torch.device("cpu"), progress=None)
+    assert caplog.records == []
+    shown = play_games(_RandomAgent(2), env, config, 5, torch.device("cpu"))
+    assert shown[0] == quiet[0] and len(shown[0]) == 4
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("evaluation games: 0/4 games (0.0%)") and "eta=?" in lines[0]
+    assert lines[-1].startswith("evaluation games: 4/4 games in ")

@@ -14,6 +14,7 @@ import torch
 
 from agents.pqn import PQNTask, q_lambda_targets
 from core.cli import main
+from core.invocation import rlgen_command
 from envs import make_env
 from test_loop import _assert_same, _only_run, _scalars
 
@@ -136,7 +137,7 @@ def test_resumed_run_ends_with_the_uninterrupted_runs_parameters(tmp_path: Path,
     monkeypatch.setattr(PQNTask, "train_step", interrupted)
     assert main(["run", str(CARTPOLE), f"run.root={tmp_path / 'stopped'}", *SMALL_CARTPOLE]) == 0
     stopped = _only_run(tmp_path, "stopped/pqn_cartpole")
-    assert "Resume with: rlgen resume" in capsys.readouterr().err
+    assert f"Resume with: {rlgen_command()} resume {stopped}" in capsys.readouterr().err
     assert not (stopped / "summary.json").exists()
     monkeypatch.undo()
 

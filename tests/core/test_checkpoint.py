@@ -3,6 +3,7 @@ and weights_only refuses files that need arbitrary unpickling."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -75,11 +76,31 @@ class _Arbitrary:
 def test_weights_only_refuses_arbitrary_objects(tmp_path: Path) -> None:
     path = tmp_path / "step-000000000001.pt"
     torch.save({"obj": _Arbitrary()}, path)
-    with pytest.raises(CheckpointError, match="refused: it needs arbitrary unpickling"):
+    with pytest.raises(CheckpointError, match="refused: loading it would import and call"):
         load_file(path)
     manager = CheckpointManager(tmp_path, keep=3)
     with pytest.raises(CheckpointError, match="refused"):
         manager.load_latest()
+
+
+class _RunsCode:
+    """Unpickling this calls os.getcwd: the shape of a malicious checkpoint."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_a_code_executing_pickle_is_named_as_such(tmp_path: Path) -> None:
+    saved = tmp_path / "saved.pt"
+    torch.save({"task": _RunsCode()}, saved)
+    with pytest.raises(CheckpointError, match=r"would import and call posix.getcwd, i.e. run code") as error:
+        load_file(saved)
+    assert "truncated" not in str(error.value) and "mmap" not in str(error.value)
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps({"task": _RunsCode()}))
+    with pytest.raises(CheckpointError, match=r"not an rlgen checkpoint \(a plain pickle") as error:
+        load_file(plain)
+    assert "mmap" not in str(error.value)
 
 
 def test_non_dict_checkpoint_is_refused(tmp_path: Path) -> None:

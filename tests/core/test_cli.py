@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
+from core import invocation
+from core.cli import build_parser, main, parse_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 XOR = ROOT / "experiments" / "xor_mlp.yaml"
@@ -98,6 +99,8 @@ def test_help_list_and_usage_errors() -> None:
     listing = _rlgen("list")
     assert listing.returncode == 0
     assert "xor_mlp" in listing.stdout and "classifier" in listing.stdout and "optimizer" in listing.stdout
+    [images] = [line for line in listing.stdout.splitlines() if line.startswith("image datasets")]
+    assert images.endswith(": mnist, fashion_mnist")
     assert _rlgen("fly").returncode == 2
     assert _rlgen("run").returncode == 2
 
@@ -108,3 +111,41 @@ def test_installed_console_script_runs_list() -> None:
         pytest.skip("rlgen is not installed as a console script in this environment")
     result = subprocess.run([str(script), "list"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "xor_mlp" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "RUN", "--episodes", "1", "threads=1", "seed=3"],
+    ["eval", "RUN", "threads=1", "--episodes", "1", "seed=3"],
+    ["eval", "--episodes", "1", "RUN", "threads=1", "seed=3"],
+])
+def test_options_and_overrides_in_any_order(argv: list) -> None:
+    args = parse_arguments(build_parser(), argv)
+    assert (args.run_dir, args.episodes, args.overrides) == ("RUN", 1, ["threads=1", "seed=3"])
+
+
+def test_overrides_after_an_option_reach_the_run(tmp_path: Path) -> None:
+    assert main(["run", str(XOR), "--torchrun=", f"run.root={tmp_path}", "train.steps=30"]) == 0
+    [run_dir] = (tmp_path / "xor_mlp").iterdir()
+    assert "steps: 30" in (run_dir / "config.yaml").read_text()
+    assert _rlgen("run", str(XOR), "--bogus", f"run.root={tmp_path}").returncode == 2
+
+
+def test_printed_commands_work_without_an_activated_environment(tmp_path: Path, monkeypatch) -> None:
+    script = Path(sys.executable).parent / "rlgen"
+    if not script.exists():
+        pytest.skip("rlgen is not installed as a console script in this environment")
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([str(script), "run", str(XOR), f"run.root={tmp_path}", "train.steps=20"],
+                            capture_output=True, text=True, cwd=ROOT, env=bare)
+    assert result.returncode == 0, result.stderr
+    watch = result.stdout.strip().splitlines()[-1].split("watch it with: ", 1)[1].rstrip(")")
+    tensorboard = watch.split(" --logdir ")[0]
+    assert Path(tensorboard).is_file() and Path(tensorboard).parent == script.parent
+    # The resume hint names the script as it was invoked, or `rlgen` when PATH finds that same script.
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert invocation.rlgen_command() == str(script)
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert invocation.rlgen_command() == "rlgen" and invocation.tensorboard_command() == "tensorboard"
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "core" / "cli.py")])
+    assert invocation.rlgen_command() == f"{sys.executable} -m core.cli"

@@ -54,10 +54,28 @@ def test_file_values_overrides_and_yaml_typing(tmp_path: Path) -> None:
     assert config.name == "exp"  # the file's stem when the file names none
 
 
-def test_later_override_wins_and_null_is_none(tmp_path: Path) -> None:
-    path = _write(tmp_path, "task: toy\noptim:\n  betas: [0.1, 0.2]\n")
-    config = _load(path, "steps=1", "steps=2", "optim.betas=null")
+def test_an_override_wins_over_the_file_and_null_is_none(tmp_path: Path) -> None:
+    path = _write(tmp_path, "task: toy\nsteps: 1\noptim:\n  betas: [0.1, 0.2]\n")
+    config = _load(path, "steps=2", "optim.betas=null")
     assert config.steps == 2 and config.optim.betas is None
+
+
+def test_the_same_key_twice_is_refused_naming_both(tmp_path: Path) -> None:
+    path = _write(tmp_path, "task: toy\n")
+    with pytest.raises(UserError, match=r"'optim.lr' is given twice, as 'optim.lr=0.1' and 'optim.lr=0.2'"):
+        _load(path, "optim.lr=0.1", "steps=3", "optim.lr=0.2")
+
+
+@pytest.mark.parametrize("text, overrides, key", [
+    ("task: toy\n", ["optim.lr=nan"], "optim.lr"),
+    ("task: toy\n", ["optim.lr=.inf"], "optim.lr"),
+    ("task: toy\noptim: {lr: -.inf}\n", [], "optim.lr"),
+    ("task: toy\n", ["optim.betas=[0.9, .nan]"], r"optim.betas\[1\]"),
+    ("task: toy\nlayers: [{lr: 0.1}, {lr: .NaN}]\n", [], r"layers\[1\].lr"),
+])
+def test_non_finite_values_are_refused_by_key(tmp_path: Path, text: str, overrides: list, key: str) -> None:
+    with pytest.raises(UserError, match=rf"{key}: must be a finite number, got -?(nan|inf)"):
+        _load(_write(tmp_path, text), *overrides)
 
 
 def test_unknown_key_names_file_key_and_valid_keys(tmp_path: Path) -> None:

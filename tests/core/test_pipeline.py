@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from core.classifier import ClassifierTask
 from core.cli import main
 from core.config import load_config
+from core.invocation import rlgen_command
 from core.task import schema_for
 from core.tensorboard import event_files
 
@@ -87,7 +88,7 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path: Path, monkeypatch, capsy
     monkeypatch.setattr(ClassifierTask, "train_step", _interrupting_train_step(333, signum))
     assert main(["run", str(XOR), f"run.root={tmp_path / 'stopped'}", *overrides]) == 0
     [stopped] = _run_dirs(tmp_path / "stopped")
-    assert "Resume with: rlgen resume" in capsys.readouterr().err
+    assert f"Resume with: {rlgen_command()} resume {stopped}" in capsys.readouterr().err
     assert (stopped / "checkpoints" / "step-000000000333.pt").is_file()
     assert not (stopped / "summary.json").exists()
     monkeypatch.undo()
@@ -165,3 +166,55 @@ def test_resume_refuses_to_change_what_is_trained(tmp_path: Path, capsys, overri
     error = capsys.readouterr().err
     assert ("train.steps" in error or override.partition("=")[0] in error) and "Traceback" not in error
     assert (run_dir / "config.yaml").read_text() == saved
+
+
+def _diverging_train_step(from_step: int):
+    original = ClassifierTask.train_step
+
+    def train_step(self):
+        figures = original(self)
+        if self.step >= from_step:
+            figures["losses/cross_entropy"] = figures["losses/cross_entropy"] * float("nan")
+        return figures
+
+    return train_step
+
+
+@pytest.mark.parametrize("from_step, log_every", [(57, 10), (57, 1000)])
+def test_a_nan_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path: Path, monkeypatch, capsys,
+                                                                   from_step: int, log_every: int) -> None:
+    """Caught at the next log point, or, with log points rarer than checkpoints, before the checkpoint."""
+    monkeypatch.setattr(ClassifierTask, "train_step", _diverging_train_step(from_step))
+    code = main(["run", str(XOR), f"run.root={tmp_path}", "train.steps=200", "run.checkpoint_every=20",
+                 f"run.log_every={log_every}", "run.eval_every=1000"])
+    assert code == 2
+    [run_dir] = _run_dirs(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rlgen: error: training diverged by step") and "losses/cross_entropy = nan" in err[-1]
+    assert "step-000000000040.pt, is kept" in err[-1]
+    assert sorted(path.name for path in (run_dir / "checkpoints").glob("step-*.pt"))[-1] == "step-000000000040.pt"
+    assert not (run_dir / "summary.json").exists()
+    logged = _steps_by_tag(run_dir).get("losses/cross_entropy", [])
+    assert all(step < from_step for step in logged)
+
+
+def test_a_checkpoint_of_another_model_or_task_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'a'}", "train.steps=20"]) == 0
+    assert main(["run", str(XOR), f"run.root={tmp_path / 'b'}", "train.steps=20", "model.hidden=[3, 3]"]) == 0
+    [first], [second] = _run_dirs(tmp_path / "a"), _run_dirs(tmp_path / "b")
+    foreign = next((second / "checkpoints").glob("step-*.pt"))
+    for path in (first / "checkpoints").glob("step-*.pt"):
+        path.write_bytes(foreign.read_bytes())
+    capsys.readouterr()
+    for command in (["resume", str(first), "train.steps=40"], ["eval", str(first)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(first) in err[0] and "does not fit the run's task 'classifier'" in err[0], err
+        assert load_config(first / "config.yaml", [], schema_for).train.steps == 20  # the refused resume left it
+    # A checkpoint whose task state lacks what this task saves (another task's) names the missing part.
+    state = torch.load(foreign, weights_only=True)
+    state["task"] = {"network": state["task"].get("model", {})}
+    for path in (first / "checkpoints").glob("step-*.pt"):
+        torch.save(state, path)
+    assert main(["eval", str(first)]) == 2
+    assert "it has no" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from core.cli import load_components, main
+from core.errors import UserError
 from core.sweep import format_value, parse_grid_option, plan_sweep, split_values, trial_name
 
 ray = pytest.importorskip("ray", reason="rlgen[sweep] (Ray Tune) is not installed")
@@ -51,8 +52,11 @@ def test_the_sweep_folder_and_trials_follow_from_the_command_alone(tmp_path: Pat
     assert plan_sweep(Path(XOR), [*overrides, "optim.lr=0.1"], ["seed=1,2"]).directory != plan.directory
     assert plan_sweep(Path(XOR), overrides, ["seed=1"], metric="losses/kl").mode == "min"
     # Values that make the same folder name still get folders of their own.
-    named = plan_sweep(Path(XOR), overrides, ["run.root=a/b,a_b"])
+    named = plan_sweep(Path(XOR), ["train.steps=50"], ["run.root=a/b,a_b"], folder=tmp_path / "named")
     assert [trial.name for trial in named.trials] == ["run.root=a_b", "run.root=a_b-2"]
+    # A key both shared and swept is a contradiction, refused before anything runs.
+    with pytest.raises(UserError, match=r"train.steps: given both as a shared override and in the grid"):
+        plan_sweep(Path(XOR), overrides, ["train.steps=20,30"])
 
 
 def test_the_yaml_sweep_block_is_the_default_grid_and_grid_options_replace_its_keys(tmp_path: Path) -> None:

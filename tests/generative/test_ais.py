@@ -2,6 +2,7 @@
 pseudo-likelihood against its definition."""
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -98,3 +99,17 @@ def test_pseudo_likelihood_one_bit_conditional_is_exact() -> None:
     log_p = -rbm.free_energy(states) - exact_log_partition(rbm).float()
     for state, expected in zip(states, log_p):
         assert pseudo_log_likelihood(rbm, state.unsqueeze(0)) == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_ais_is_the_same_with_its_progress_lines(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("core.progress.DEFAULTS.every_s", 0.0)  # a line at every temperature
+    caplog.set_level(logging.INFO, logger="rlgen")
+    rbm, base = _tiny_rbm(6), base_rate_biases(torch.full((20,), 0.3))
+    quiet = ais_log_partition(rbm, base, runs=5, temperatures=30, generator=torch.Generator().manual_seed(7),
+                              progress=None)
+    assert caplog.records == []
+    shown = ais_log_partition(rbm, base, runs=5, temperatures=30, generator=torch.Generator().manual_seed(7))
+    assert shown == quiet
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 30 and lines[0].startswith("AIS (5 runs): 1/30 temperatures (3.3%)")
+    assert lines[-1].startswith("AIS (5 runs): 30/30 temperatures in ")

@@ -2,6 +2,7 @@
 the expected behaviour on real MNIST digits scored by a small judge trained through the framework."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,26 @@ def test_cnn_model_rejects_a_hidden_list_without_a_feature_width() -> None:
 
     with pytest.raises(UserError, match="conv channels followed by the feature width"):
         MODELS.get("cnn")(ClassifierModelConfig(name="cnn", hidden=[32]), (1, 28, 28), 10)
+
+
+class _TinyJudge(torch.nn.Module):
+    """The `features` and `head` a judge has, without MNIST."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 8), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, 10)
+
+
+def test_judge_outputs_are_the_same_with_their_progress_lines(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("core.progress.DEFAULTS.every_s", 0.0)  # a line at every batch
+    caplog.set_level(logging.INFO, logger="rlgen")
+    torch.manual_seed(0)
+    judge, images = _TinyJudge(), torch.rand(120, 1, 28, 28)
+    quiet = judge_outputs(judge, images, batch_size=50, progress=None)
+    assert caplog.records == []
+    shown = judge_outputs(judge, images, batch_size=50, progress="FID: judging samples")
+    assert torch.equal(quiet.features, shown.features) and torch.equal(quiet.probabilities, shown.probabilities)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("FID: judging samples: 50/120 images (41.7%)")
+    assert lines[-1].startswith("FID: judging samples: 120/120 images in ")

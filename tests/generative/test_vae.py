@@ -2,6 +2,7 @@
 exact, the Bernoulli likelihood by hand, the KL against torch.distributions, and the bound ordering."""
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -109,3 +110,18 @@ def test_conv_network_shapes() -> None:
     images = torch.rand(3, 1, 28, 28)
     assert model.log_weights(images, 2).total.shape == (2, 3)
     assert model.mean_image(torch.zeros(5, 4)).shape == (5, 1, 28, 28)
+
+
+def test_the_bound_is_the_same_with_its_progress_lines(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("core.progress.DEFAULTS.every_s", 0.0)  # a line at every batch
+    caplog.set_level(logging.INFO, logger="rlgen")
+    model, images, _ = _linear_gaussian()
+    torch.manual_seed(5)
+    quiet = iwae_log_likelihood(model, images, samples=50, batch_size=50, budget=4 * 50 * 7, progress=None)
+    assert caplog.records == []
+    torch.manual_seed(5)
+    shown = iwae_log_likelihood(model, images, samples=50, batch_size=50, budget=4 * 50 * 7)
+    assert torch.equal(quiet, shown)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("IWAE bound (k=50): 50/200 images (25.0%)") and "eta=" in lines[0]
+    assert lines[-1].startswith("IWAE bound (k=50): 200/200 images in ")

@@ -40,9 +40,15 @@ def test_short_run_learns_logs_grids_and_reports_the_bounds(tmp_path: Path) -> N
     assert 80 < summary["eval/test_nll"] < 200 and summary["eval/nll_samples"] == 200
     assert 1 <= summary["eval/active_units"] <= 50
 
-    assert main(["eval", str(run_dir), "eval.k=20", "eval.images=100"]) == 0
+    for _ in range(2):
+        assert main(["eval", str(run_dir), "eval.k=20", "eval.images=100"]) == 0
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["step"] == 600 and result["eval/nll_samples"] == 20 and result["eval/nll_images"] == 100
+    # Each evaluation replaced the previous one's grids and figures at step 600 instead of adding another.
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [event.step for event in events.Images("samples/prior")] == [300, 600]
+    assert [(event.step, event.value) for event in events.Scalars("eval/nll_samples")] == [(600, 20.0)]
 
 
 @needs_mnist
