@@ -167,15 +167,19 @@ class LayerwiseTask(Task):
 
     @torch.no_grad()
     def _input_mean(self, depth: int) -> torch.Tensor:
-        """Mean over the training images of what layer `depth` sees: pixel means at the bottom."""
+        """Mean over the training images of what layer `depth` sees; at the bottom the mean of the pixels as
+        the model trains on them (how often a thresholded pixel is on is not its mean grey level)."""
         if depth not in self.input_means:
-            if depth == 0:
+            mode = self.config.data.binarize
+            if depth == 0 and mode == "dynamic":
+                # The expectation of a fresh Bernoulli draw, exactly.
                 self.input_means[0] = self.data.pixel_means.flatten()
             else:
                 # Its own generator: evaluations must not move the training's random numbers.
                 generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
-                mode, threshold, images = self.config.data.binarize, self.config.data.threshold, self.batches.images
-                total = torch.zeros(self.dbn.layers[depth - 1].hidden, device=self.device)
+                threshold, images = self.config.data.threshold, self.batches.images
+                units = self.dbn.layers[depth - 1].hidden if depth else images[0].numel()
+                total = torch.zeros(units, device=self.device)
                 for start in range(0, images.shape[0], INPUT_CHUNK):
                     chunk = prepare(images[start:start + INPUT_CHUNK], mode, threshold, generator).flatten(1)
                     total += self.dbn.mean_input(chunk, depth, self.sample_inputs, generator) * chunk.shape[0]

@@ -16,7 +16,7 @@ from core.run import Run
 from core.task import schema_for
 from generative import rbm_task
 from generative.data import DataConfig, ImageData
-from generative.rbm import RBM
+from generative.rbm import RBM, logit
 from mnist_data import MNIST_ROOT, needs_mnist
 
 torch.set_num_threads(1)
@@ -157,3 +157,23 @@ def test_short_pcd_run_on_mnist_logs_grids_and_the_test_log_likelihood(tmp_path:
     assert -200 < summary["eval/test_loglik"] < -110
     assert summary["eval/log_z_low"] < summary["eval/log_z"] < summary["eval/log_z_high"]
     assert summary["eval/test_pseudo_loglik"] < 0 and summary["eval/ais_seconds"] > 0
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "threshold"])
+def test_initial_biases_and_offsets_follow_the_pixels_as_the_model_sees_them(
+        tiny_data: None, tmp_path: Path, binarize: str) -> None:
+    """Thresholded, a pixel's frequency of being on is not its mean grey level: the initial visible biases,
+    offsets and AIS base rate take the thresholded training images' mean (as PyDeep's RBM_MNIST_big.py)."""
+    config = build_config(read_yaml_file(RBM_MNIST), [f"run.root={tmp_path}", *TINY_RBM, f"data.binarize={binarize}"],
+                          str(RBM_MNIST), schema_for, default_name="rbm_tiny")
+    run = Run.create(config)
+    task = rbm_task.RBMTask(config, run, torch.device("cpu"))
+    train = task.data.train.flatten(1)
+    means = (train > 128).float().mean(0) if binarize == "threshold" else train.float().mean(0) / 255
+    if binarize == "threshold":
+        assert (means - task.data.pixel_means.flatten()).abs().max() > 0.1  # the noise pixels: 0.15 vs 0
+    layer = task.dbn.layers[0]
+    assert torch.allclose(layer.visible_offset, means.clamp(1e-3, 1 - 1e-3))
+    assert torch.allclose(layer.visible_bias, logit(means, 1e-3))
+    assert torch.allclose(task._input_mean(0), means)
+    run.close()
