@@ -13,9 +13,10 @@ from core.checkpoint import load_file
 from core.cli import main
 from core.config import build_config, read_yaml_file
 from core.run import Run
+from core.sampling import DeviceBatches
 from core.task import schema_for
 from generative import rbm_task
-from generative.data import DataConfig, ImageData
+from generative.data import DataConfig, ImageData, evaluation_images
 from generative.rbm import RBM, logit
 from mnist_data import MNIST_ROOT, needs_mnist
 
@@ -177,3 +178,15 @@ def test_initial_biases_and_offsets_follow_the_pixels_as_the_model_sees_them(
     assert torch.allclose(layer.visible_bias, logit(means, 1e-3))
     assert torch.allclose(task._input_mean(0), means)
     run.close()
+
+
+def test_rbm_mnist_thresholds_as_pydeep_from_grey_level_128() -> None:
+    """PyDeep's load_mnist(binary=True) turns a pixel on when its grey level in [0, 1] is >= 0.5, which is
+    k >= 128 whether the levels k were divided by 255 or by 256; training and test images alike."""
+    config = build_config(read_yaml_file(RBM_MNIST), [], str(RBM_MNIST), schema_for)
+    levels = torch.arange(256).to(torch.uint8).view(1, 1, 16, 16)
+    pydeep = (torch.arange(256) / 255 >= 0.5).float()
+    assert torch.equal(pydeep, (torch.arange(256) / 256 >= 0.5).float())
+    assert torch.equal(evaluation_images(levels, config.data).flatten(), pydeep)
+    batches = DeviceBatches(levels.expand(4, 1, 16, 16), 2, config.data.binarize, config.data.threshold)
+    assert torch.equal(batches.next().flatten(1), pydeep.expand(2, -1))
