@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from agents.env_task import EnvTask
-from core.checkpoint import CheckpointManager
+from core.checkpoint import CheckpointManager, restore_checked
 from core.device import resolve_device, set_threads
 from core.driver import CHECKPOINT_FORMAT
 from core.errors import UserError
@@ -73,12 +73,7 @@ def restore_agent(directory: Path, config: Any, env: VectorEnv, device: torch.de
     precision = dataclasses.replace(Precision.for_config(config, device, task_class.auto_bf16), compile_networks=False)
     agent = task_class.Agent(config.agent, config.optim, tuple(env.obs_shape), env.num_actions, 1, device,
                              seed=config.seed, precision=precision)
-    try:
-        agent.load_state_dict(task_state["agent"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise UserError(f"{path}: this checkpoint does not fit the run's agent as config.yaml describes it "
-                        f"({lines[0][:300] if lines else type(error).__name__})") from None
+    restore_checked(path, config.task, lambda: agent.load_state_dict(task_state["agent"]))
     return agent, path, int(state["driver"]["step"])
 
 

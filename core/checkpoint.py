@@ -12,7 +12,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -77,6 +77,18 @@ def _refusal(message: str) -> str:
         return "refused: it holds Python objects other than tensors and plain values, which rlgen never saves"
     lines = [line for line in message.strip().splitlines() if line.strip()]
     return f"corrupted ({lines[0] if lines else 'unreadable'})"
+
+
+def restore_checked(path: Path, task_name: str, restore: Callable[[], Any]) -> None:
+    """Run `restore` (load_state_dict calls); a checkpoint that does not fit the run's task or model (another
+    run's, copied in) becomes one UserError naming the file and what does not match."""
+    try:
+        restore()
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = f"it has no {error.args[0]!r}" if isinstance(error, KeyError) else "; ".join(lines[:2])[:300]
+        raise UserError(f"{path}: this checkpoint does not fit the run's task {task_name!r} as its config.yaml "
+                        f"describes it ({detail or type(error).__name__}); was it copied from another run?") from None
 
 
 class CheckpointManager:

@@ -19,9 +19,17 @@ from typing import Any, Optional
 import torch
 
 from core import distributed
+from core.checkpoint import restore_checked
 from core.config import flatten_config
-from core.device import (flush_denormals, resolve_device, rng_state, seed_everything, set_deterministic, set_rng_state,
-                         set_threads)
+from core.device import (
+    flush_denormals,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_deterministic,
+    set_rng_state,
+    set_threads,
+)
 from core.errors import UserError
 from core.invocation import rlgen_command
 from core.progress import Progress, configure
@@ -131,15 +139,7 @@ def load_task_state(task: Task, path: Path, state: dict[str, Any]) -> None:
     """Restore a checkpoint into `task`; one belonging to another task or model is a UserError naming both."""
     if state.get("format") != CHECKPOINT_FORMAT or not isinstance(state.get("task"), dict):
         raise UserError(f"{path}: not an rlgen checkpoint of format {CHECKPOINT_FORMAT}")
-    try:
-        task.load_state_dict(state["task"])
-    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = "; ".join(lines[:2])[:300] if lines else type(error).__name__
-        if isinstance(error, KeyError):
-            detail = f"it has no {error.args[0]!r}"
-        raise UserError(f"{path}: this checkpoint does not fit the run's task {task.config.task!r} as its "
-                        f"config.yaml describes it ({detail}); was it copied from another run?") from None
+    restore_checked(path, task.config.task, lambda: task.load_state_dict(state["task"]))
 
 
 class Driver:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Sequence, Union
 
 import torch
 
+from core.checkpoint import restore_checked
 from core.cli import load_components
 from core.device import resolve_device, rng_state, set_rng_state
 from core.driver import CHECKPOINT_FORMAT, build_task
@@ -65,14 +66,7 @@ def _built_task(source: Source, overrides: Sequence[str] = ()) -> Iterator[Task]
 
 
 def _restore(source: Source, restore: Callable[[], Any]) -> None:
-    """Run `restore`; a checkpoint that does not fit the task (another run's, say) is a UserError naming it."""
-    try:
-        restore()
-    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = f"it has no {error.args[0]!r}" if isinstance(error, KeyError) else "; ".join(lines[:2])[:300]
-        raise UserError(f"{source.checkpoint}: this checkpoint does not fit the run's task {source.config.task!r} "
-                        f"as its config.yaml describes it ({detail or type(error).__name__})") from None
+    restore_checked(source.checkpoint, source.config.task, restore)
 
 
 def _load_agent(source: Source, state: dict[str, Any]) -> Agent:
