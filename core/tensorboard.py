@@ -104,9 +104,17 @@ class SilentLog(TensorBoardLog):
         return typing.cast(SummaryWriter, _Discard())
 
 
+def _created_at(path: Path) -> tuple[float, str]:
+    """When the event file was opened, from the wall time of its first event: file names sort wrongly when two
+    writers open in the same second (their counter suffix compares as text, so "9" after "10")."""
+    for record in RawEventFileLoader(str(path)).Load():
+        return event_pb2.Event.FromString(record).wall_time, path.name
+    return float("inf"), path.name
+
+
 def event_files(directory: Path) -> list[Path]:
-    """The run's TensorBoard event files (not those of sub-folders)."""
-    return sorted(p for p in directory.glob("events.out.tfevents.*") if p.is_file())
+    """The run's TensorBoard event files (not those of sub-folders), oldest first."""
+    return sorted((p for p in directory.glob("events.out.tfevents.*") if p.is_file()), key=_created_at)
 
 
 def _rewrite_without(path: Path, drop: Callable[[event_pb2.Event], bool]) -> int:

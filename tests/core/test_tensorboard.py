@@ -7,6 +7,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.compat.proto import event_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from core.tensorboard import TensorBoardLog, event_files, trim_events_after
 
@@ -51,6 +53,15 @@ def test_trim_drops_only_events_after_the_step(tmp_path: Path) -> None:
     assert len(event_files(tmp_path)) == 2
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith("events.out.tfevents")]
     assert trim_events_after(tmp_path, 10) == 0
+
+
+def test_event_files_come_in_the_order_they_were_opened(tmp_path: Path) -> None:
+    # Two writers of one process opened in the same second: their counters 9 and 10 sort the wrong way as text.
+    for counter, wall_time in ((9, 1000.25), (10, 1000.75)):
+        with open(tmp_path / f"events.out.tfevents.1000.host.7.{counter}", "wb") as stream:
+            RecordWriter(stream).write(event_pb2.Event(wall_time=wall_time, file_version="brain.Event:2")
+                                       .SerializeToString())
+    assert [path.name[-2:] for path in event_files(tmp_path)] == [".9", "10"]
 
 
 def test_trim_with_no_checkpoint_removes_every_summary(tmp_path: Path) -> None:
