@@ -15,6 +15,7 @@ from torch import nn
 
 from agents.augmentation import make_augmentation
 from agents.exploration import epsilon_greedy
+from core.averaging import average_into
 from core.errors import UserError
 from core.nets import MLP, NORMS, DuelingHead, NatureTorso
 from core.optim import OptimConfig, Optimizer
@@ -143,17 +144,9 @@ class DQNAgent:
             self.sync_target()
         return {"losses/td_loss": loss.detach(), "losses/q_values": q_mean, **optimizer_figures}, td_error
 
-    @torch.no_grad()
     def sync_target(self) -> None:
         """Hard copy (tau = 1) or Polyak average of the online weights into the target network."""
-        tau = self.config.tau
-        for target, online in zip(self.target.parameters(), self.online.parameters()):
-            if tau >= 1.0:
-                target.copy_(online)
-            else:
-                target.lerp_(online, tau)
-        for target, online in zip(self.target.buffers(), self.online.buffers()):
-            target.copy_(online)
+        average_into(self.target, self.online, self.config.tau)
 
     def state_dict(self) -> dict[str, Any]:
         state = {

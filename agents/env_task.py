@@ -25,6 +25,7 @@ class EnvTask(Task):
     Agent: ClassVar[type]
     env: VectorEnv
     agent: Any
+    state_attributes = ("agent", "episodes.recent_returns")
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -39,6 +40,11 @@ class EnvTask(Task):
         if frames is not None:
             log_gameplay(self.run.tb, frames, self.step)
         return metrics
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        # The vector env cannot restore emulator state: new games start on the next step, as in Dopamine.
+        self.obs = None
 
     def progress_figures(self) -> dict[str, float]:
         return self.episodes.progress_figures()

@@ -16,8 +16,7 @@ import torch
 from core.images import make_grid
 from core.progress import progress_of
 from core.tensorboard import TensorBoardLog
-from envs import EnvConfig, make_env
-from envs.atari import rom_id
+from envs import EnvConfig, game_name, make_env
 
 # (random, human) game scores from Mnih et al. 2015, Extended Data Table 2.
 RANDOM_AND_HUMAN_SCORES = {
@@ -100,8 +99,7 @@ def evaluate_policy(
         "eval/score_std": float(scores.std()),
         "eval/episodes": float(len(scores)),
     }
-    game = rom_id(env_config.id) if env_config.kind == "atari" else env_config.id
-    normalized = human_normalized(game, metrics["eval/score_mean"])
+    normalized = human_normalized(game_name(env_config), metrics["eval/score_mean"])
     if normalized is not None:
         metrics["eval/human_normalized"] = normalized
     return metrics, frames

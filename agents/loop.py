@@ -73,6 +73,7 @@ class DQNTask(EnvTask):
 
     Config = DQNConfig
     Agent = DQNAgent
+    state_attributes = (*EnvTask.state_attributes, "memory", "update_credit")
 
     def __init__(self, config: DQNConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -156,18 +157,3 @@ class DQNTask(EnvTask):
                 self.memory.update_priorities(sample.indices, td_error)
         return figures
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent.state_dict(),
-            "memory": self.memory.state_dict(),
-            "update_credit": self.update_credit,
-            **self.episodes.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.memory.load_state_dict(state["memory"])
-        self.update_credit = state["update_credit"]
-        self.episodes.load_state_dict(state)
-        # The vector env cannot restore emulator state: new games start on the next step, as in Dopamine.
-        self.obs = None

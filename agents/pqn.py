@@ -189,12 +189,3 @@ class PQNTask(EnvTask):
         rollout.obs[-1].copy_(torch.from_numpy(self.obs))
         rollout.max_q[-1] = self.agent.max_q(rollout.obs[-1])
         return epsilon
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent.state_dict(), **self.episodes.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.episodes.load_state_dict(state)
-        # The vector env cannot restore emulator state: new games start on the next step, as in the DQN loop.
-        self.obs = None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from core import distributed
 from core.config import load_config
 from core.driver import Driver, build_task, check_data_parallel, evaluate_run, start_run, train_run
 from core.errors import UserError
+from core.experiments import experiments_folder, find_experiment, load_components
 from core.invocation import tensorboard_command
 from core.nets import ACTIVATIONS, INIT_SCHEMES
 from core.optim import OPTIMIZERS, SCHEDULES
@@ -28,33 +28,7 @@ from core.task import TASKS, schema_for
 
 log = logging.getLogger("rlgen")
 
-# Importing these packages fills the registries (tasks, datasets, models, env kinds).
-COMPONENT_PACKAGES = ("core.classifier", "agents", "envs", "generative", "supervised")
-
 EXIT_USER_ERROR = 2
-
-
-def load_components() -> None:
-    """Import the component packages so every registry is filled."""
-    for name in COMPONENT_PACKAGES:
-        importlib.import_module(name)
-
-
-def experiments_folder() -> Path:
-    """`experiments/` in the current folder, else the one beside the installed packages (a source checkout)."""
-    here = Path("experiments")
-    return here if here.is_dir() else Path(__file__).resolve().parent.parent / "experiments"
-
-
-def find_experiment(name: str) -> Path:
-    """A path to a YAML file, or the name of one in the experiments folder (`xor_mlp`)."""
-    path = Path(name)
-    if path.is_file() or path.suffix in (".yaml", ".yml"):
-        return path
-    candidate = experiments_folder() / f"{name}.yaml"
-    if candidate.is_file():
-        return candidate
-    raise UserError(f"{name}: no such experiment file (`rlgen list` shows the experiments)")
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -119,7 +93,7 @@ def command_eval(args: argparse.Namespace) -> int:
 
 def command_fetch(args: argparse.Namespace) -> int:
     """Download an image dataset once (verified) to where runs and tests look for it."""
-    # Imported here, like every component package (load_components): generative's GAN judge imports core.cli.
+    # Imported when the command runs, like every component package (load_components).
     from generative.data import DATASETS, DataConfig, data_root, load_arrays
 
     config = DataConfig(name=args.dataset, root=args.root, mirrors=list(args.mirror))

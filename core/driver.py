@@ -31,6 +31,7 @@ from core.device import (
     set_threads,
 )
 from core.errors import UserError
+from core.figures import FigureWindow
 from core.invocation import rlgen_command
 from core.progress import Progress, configure
 from core.run import Run, write_json_atomic
@@ -154,8 +155,7 @@ class Driver:
         self.saved_step = -1
         # Figures of the steps since the last log point, summed on the device; saved in checkpoints so a
         # resumed run logs exactly the points and averages an uninterrupted one does.
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.counts: dict[str, int] = {}
+        self.window = FigureWindow()
         self.leader = distributed.is_leader()
 
     def restore(self) -> bool:
@@ -174,7 +174,7 @@ class Driver:
         self.last_train = dict(driver["last_train"])
         self.last_eval = dict(driver["last_eval"])
         self.elapsed_s = driver["elapsed_s"]
-        self.sums, self.counts = dict(driver.get("window_sums", {})), dict(driver.get("window_counts", {}))
+        self.window = FigureWindow(driver.get("window_sums", {}), driver.get("window_counts", {}))
         self.saved_step = self.task.step
         removed = trim_events_after(self.run.directory, self.task.step) if self.leader else 0
         log.info("resumed from %s at step %d%s", path.name, self.task.step,
@@ -186,7 +186,7 @@ class Driver:
             self.saved_step = self.task.step
             return
         task_state = self.task.state_dict()  # where a task checks its own divergence first (the GAN)
-        self._stop_if_diverged(self.sums)
+        self._stop_if_diverged(self.window.sums)
         self.run.tb.flush()
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -197,8 +197,8 @@ class Driver:
                 "last_train": self.last_train,
                 "last_eval": self.last_eval,
                 "elapsed_s": self.elapsed_s,
-                "window_sums": self.sums,
-                "window_counts": self.counts,
+                "window_sums": self.window.sums,
+                "window_counts": self.window.counts,
             },
         }
         start = time.perf_counter()
@@ -236,7 +236,7 @@ class Driver:
                             phases=task.progress_phases(),
                             cadences={"evaluation": settings.eval_every, "checkpoint": settings.checkpoint_every})
         configure(settings.progress_every_s)  # the countdowns of long evaluations
-        sums, counts = self.sums, self.counts
+        window = self.window
         # perf/sps is per stepping second: evaluations and checkpoints have their own progress and log lines.
         window_start, window_step = progress.stepping_seconds(), task.step
         session_start = time.perf_counter()
@@ -246,27 +246,22 @@ class Driver:
                     before = task.step
                     with task.precision.autocast():
                         step_figures = task.train_step()
-                    for tag, value in step_figures.items():
-                        value = value.detach() if isinstance(value, torch.Tensor) else value
-                        sums[tag] = sums[tag] + value if tag in sums else value
-                        counts[tag] = counts.get(tag, 0) + 1
+                    window.add(step_figures)
                     step = task.step
                     last = step >= total
                     if crossed(before, step, settings.log_every) or last:
                         now = progress.stepping_seconds()
                         sps = (step - window_step) / max(now - window_start, 1e-9)
-                        averages = distributed.mean_over_ranks(
-                            {tag: float(sums[tag]) / counts[tag] for tag in sums}, task.device)
+                        averages = distributed.mean_over_ranks(window.averages(), task.device)
                         self._stop_if_diverged(averages)
                         self.last_train.update(averages)
                         tb.scalars({**averages, "perf/sps": sps}, step)
-                        sums.clear()
-                        counts.clear()
+                        window.clear()
                         window_start, window_step = now, step
                     due_eval = (crossed(before, step, settings.eval_every) or last) and self.leader
                     due_checkpoint = crossed(before, step, settings.checkpoint_every) or last
                     if due_eval:
-                        self._stop_if_diverged(sums)  # a diverged state is neither scored nor saved (see save)
+                        self._stop_if_diverged(window.sums)  # a diverged state is neither scored nor saved (see save)
                         with progress.pause("evaluation"):
                             self.last_eval = task.evaluate(final=last)
                         tb.scalars(self.last_eval, step)

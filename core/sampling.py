@@ -81,8 +81,8 @@ def prepare(images: torch.Tensor, mode: str, threshold: float, generator: torch.
     return unit_interval(images)
 
 
-class DeviceBatches:
-    """Shuffled minibatches of device-resident uint8 images, epoch after epoch, resumable exactly.
+class ShuffledBatches:
+    """The indices of shuffled minibatches of a dataset of `size` entries, epoch after epoch, resumable exactly.
 
     Every epoch is a permutation drawn on the device; a batch is `batch_size` consecutive entries of it
     (the last partial batch of an epoch is dropped, so every batch has the same size). With `shard=(r,
@@ -90,59 +90,47 @@ class DeviceBatches:
     parallel processes that share the seed draw disjoint parts of the same permutation.
     """
 
-    def __init__(
-        self, images: torch.Tensor, batch_size: int, mode: str = "dynamic", threshold: float = 0.5,
-        seed: int = 0, fixed_seed: int = 0, shard: tuple[int, int] = (0, 1),
-    ) -> None:
-        check_binarization(mode, threshold)
+    def __init__(self, size: int, batch_size: int, device: torch.device, seed: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         rank, world = shard
         global_batch = batch_size * world
-        if batch_size < 1 or global_batch > images.shape[0]:
+        if batch_size < 1 or global_batch > size:
             raise UserError(
-                f"train.batch_size must lie in [1, {images.shape[0] // world}] for {images.shape[0]} images"
+                f"train.batch_size must lie in [1, {size // world}] for {size} examples"
                 f"{f' over {world} processes' if world > 1 else ''}, got {batch_size}"
             )
-        self.mode = mode
-        self.threshold = threshold
+        self.size = size
         self.batch_size = batch_size
-        self.images = fixed_binarization(images, fixed_seed) if mode == "fixed" else images
-        self.device = images.device
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self._draws = BernoulliDraws()
-        self.batches_per_epoch = images.shape[0] // global_batch
-        self._slice = slice(rank * batch_size, (rank + 1) * batch_size)
-        self._global_batch = global_batch
+        self.device = device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.batches_per_epoch = size // global_batch
+        self.global_batch = global_batch
+        self.shard_slice = slice(rank * batch_size, (rank + 1) * batch_size)
         self.epoch = 0
         self.position = 0
         self.order = self._permutation()
 
     def _permutation(self) -> torch.Tensor:
-        return torch.randperm(self.images.shape[0], device=self.device, generator=self.generator)
+        return torch.randperm(self.size, device=self.device, generator=self.generator)
 
-    def _next_global_indices(self) -> torch.Tensor:
+    def next_global_indices(self) -> torch.Tensor:
         """The dataset indices of the next global batch (all shards), starting a new epoch when due."""
         if self.position == self.batches_per_epoch:
             self.epoch += 1
             self.position = 0
             self.order = self._permutation()
-        start = self.position * self._global_batch
+        start = self.position * self.global_batch
         self.position += 1
-        return self.order[start:start + self._global_batch]
+        return self.order[start:start + self.global_batch]
 
     def next_indices(self) -> torch.Tensor:
         """The dataset indices of this shard's part of the next batch."""
-        return self._next_global_indices()[self._slice]
+        return self.next_global_indices()[self.shard_slice]
 
-    def next(self) -> torch.Tensor:
-        """The next batch (this shard's part) as float32, binarized as the mode says.
-
-        Dynamic binarization draws the random numbers of the whole global batch and keeps this shard's
-        part, so n processes see exactly the images one process with the global batch would."""
-        indices = self._next_global_indices()
-        if self.mode == "dynamic":
-            drawn = self._draws(self.images.index_select(0, indices), self.generator)
-            return drawn if self._global_batch == self.batch_size else drawn[self._slice]
-        return prepare(self.images.index_select(0, indices[self._slice]), self.mode, self.threshold, self.generator)
+    @property
+    def epochs_done(self) -> float:
+        """Epochs completed, fractional: the `charts/epoch` of the tasks that count in epochs."""
+        return self.epoch + self.position / self.batches_per_epoch
 
     def state_dict(self) -> dict[str, Any]:
         """Where in which epoch, the epoch's permutation and the generator: enough to continue exactly."""
@@ -154,6 +142,34 @@ class DeviceBatches:
         self.position = state["position"]
         self.order = state["order"].to(self.device)
         self.generator.set_state(state["generator"].cpu())
+
+
+class DeviceBatches(ShuffledBatches):
+    """Shuffled minibatches of device-resident uint8 images as float32, binarized as `mode` says: the batching of
+    `ShuffledBatches` and the per-batch transform of `prepare`, both drawing on the one generator."""
+
+    def __init__(
+        self, images: torch.Tensor, batch_size: int, mode: str = "dynamic", threshold: float = 0.5,
+        seed: int = 0, fixed_seed: int = 0, shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        check_binarization(mode, threshold)
+        super().__init__(images.shape[0], batch_size, images.device, seed, shard)
+        self.mode = mode
+        self.threshold = threshold
+        self.images = fixed_binarization(images, fixed_seed) if mode == "fixed" else images
+        self._draws = BernoulliDraws()
+
+    def next(self) -> torch.Tensor:
+        """The next batch (this shard's part) as float32, binarized as the mode says.
+
+        Dynamic binarization draws the random numbers of the whole global batch and keeps this shard's
+        part, so n processes see exactly the images one process with the global batch would."""
+        indices = self.next_global_indices()
+        if self.mode == "dynamic":
+            drawn = self._draws(self.images.index_select(0, indices), self.generator)
+            return drawn if self.global_batch == self.batch_size else drawn[self.shard_slice]
+        return prepare(self.images.index_select(0, indices[self.shard_slice]), self.mode, self.threshold,
+                       self.generator)
 
 
 class PersistentChains:

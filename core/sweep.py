@@ -27,6 +27,7 @@ import yaml
 
 from core.config import SweepConfig, build_config, config_to_yaml, parse_yaml, read_yaml_file
 from core.errors import UserError
+from core.experiments import find_experiment, load_components
 from core.invocation import tensorboard_command
 from core.run import CONFIG_FILE, SUMMARY_FILE, Run, write_json_atomic
 from core.task import TASKS, schema_for
@@ -211,7 +212,6 @@ def run_trial(parameters: dict[str, Any]) -> None:
     `rlgen run`/`rlgen resume` would, then report its summary to Tune."""
     from ray import tune
 
-    from core.cli import load_components
     from core.driver import Driver, build_task
 
     load_components()
@@ -302,8 +302,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def command_sweep(args: argparse.Namespace) -> int:
     """Plan, run the unfinished trials, then rank all of them into the table and sweep.json."""
-    from core.cli import find_experiment
-
     experiment = find_experiment(args.experiment)
     plan = plan_sweep(experiment, list(args.overrides), list(args.grid), Path(args.dir) if args.dir else None,
                       args.metric, args.mode, args.name)

@@ -16,6 +16,7 @@ from core.errors import UserError
 from core.precision import PRECISIONS, Precision
 from core.registry import Registry
 from core.run import Run
+from core.state import restore_state, save_state
 
 
 class Task(ABC):
@@ -35,6 +36,9 @@ class Task(ABC):
     auto_bf16: ClassVar[bool] = False
     # Whether the task hands its networks to torch.compile under `compile: true` (where it measured faster).
     compiles: ClassVar[bool] = False
+    # The attributes (paths such as `model` or `episodes.recent_returns`) whose values make up a checkpoint:
+    # networks, optimizers, batches, generators, tensors and counters, saved and restored by core.state.
+    state_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
         if config.precision not in self.precisions:
@@ -74,13 +78,13 @@ class Task(ABC):
         cheaper one during training.
         """
 
-    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: weights, optimizer state, counters, buffers, generators."""
+        """Everything needed to resume: the declared `state_attributes`."""
+        return save_state(self, self.state_attributes)
 
-    @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+        restore_state(self, self.state_attributes, state)
 
     def progress_figures(self) -> dict[str, float]:
         """Extra numbers for the progress line (e.g. the last episode's score)."""

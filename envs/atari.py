@@ -177,3 +177,8 @@ class AtariVector(VectorEnv):
         self._env.close()
         if self._screens is not None:
             self._screens.close()
+
+    @classmethod
+    def game_name(cls, cfg: EnvConfig) -> str:
+        """The ROM id: `Breakout` and `breakout` are one game."""
+        return rom_id(cfg.id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -60,6 +60,12 @@ class VectorEnv(ABC):
     obs_shape: tuple[int, ...]  # one environment's observation, without the batch axis
     obs_dtype: np.dtype  # numpy dtype of the observations
     steps_per_second: float  # agent steps per second of game time: a video of one frame a step plays in real time
+
+    @classmethod
+    def game_name(cls, cfg: EnvConfig) -> str:
+        """The game `cfg` plays, as published score tables name it (human-normalized scores look it up);
+        without building the env."""
+        return cfg.id
 
     @abstractmethod
     def reset(self) -> np.ndarray:
@@ -118,15 +124,19 @@ def env_seeds(seed: int, num_envs: int, evaluation: bool) -> list[int]:
     return [int(s) for s in stream.generate_state(num_envs) & 0x7FFFFFFF]
 
 
-EnvFactory = Callable[[EnvConfig, int, bool, bool], VectorEnv]
-
-ENV_KINDS: Registry[EnvFactory] = Registry("env kind")
+# A kind is its VectorEnv class: called with (cfg, seed, evaluation, render) it builds the env.
+ENV_KINDS: Registry[type[VectorEnv]] = Registry("env kind")
 
 
 def make_env(cfg: EnvConfig, seed: int, evaluation: bool = False, render: bool = False) -> VectorEnv:
     """Build the vector env `cfg` describes; `evaluation` selects the evaluation protocol and seed stream,
     `render` keeps colour screens for `VectorEnv.render` (videos), which costs time every step."""
-    factory = ENV_KINDS.get(cfg.kind)
+    kind = ENV_KINDS.get(cfg.kind)
     if cfg.num_envs < 1:
         raise UserError(f"env.num_envs must be at least 1, got {cfg.num_envs}")
-    return factory(cfg, seed, evaluation, render)
+    return kind(cfg, seed, evaluation, render)
+
+
+def game_name(cfg: EnvConfig) -> str:
+    """The game `cfg` plays under its kind's naming (`VectorEnv.game_name`), so callers need not know the kind."""
+    return ENV_KINDS.get(cfg.kind).game_name(cfg)

@@ -11,7 +11,6 @@ manifold, the decoder's images of a grid of codes spanning the map.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -20,11 +19,11 @@ from core.errors import UserError
 from core.images import make_grid
 from core.optim import OptimConfig, Optimizer
 from core.run import Run
-from core.sampling import DeviceBatches
 from core.scatter import scatter_image
-from core.task import TASKS, Task
+from core.task import TASKS
 from generative.autoencoder import Autoencoder, AutoencoderModelConfig
-from generative.data import DataConfig, evaluation_images, load_images
+from generative.data import DataConfig, evaluation_images
+from generative.image_task import ImageTask
 
 LOSSES = ("bce", "mse")
 MAP_CLIP = 0.005  # share of codes on each side left out of the map's view, so a few outliers do not shrink it
@@ -83,28 +82,19 @@ def principal_plane(codes: torch.Tensor) -> torch.Tensor:
 
 
 @TASKS.register("autoencoder")
-class AutoencoderTask(Task):
+class AutoencoderTask(ImageTask):
     """Trains an autoencoder by reconstruction and shows its reconstructions and codes."""
 
     Config = AutoencoderConfig
     summary_metrics = ("eval/test_bce", "eval/test_mse", "eval/train_bce", "eval/train_mse")
-    length_keys = ("train.epochs",)
+    state_attributes = ("model", "optimizer", "batches")
 
     def __init__(self, config: AutoencoderConfig, run: Run, device: torch.device) -> None:
-        super().__init__(config, run, device)
         _check(config)
-        self.data = load_images(config.data, device)
-        self.model = self.precision.prepare(Autoencoder(config.model, tuple(self.data.train.shape[1:])).to(device))
-        self.batches = DeviceBatches(self.data.train, config.train.batch_size, config.data.binarize,
-                                     config.data.threshold, seed=config.seed, fixed_seed=config.data.fixed_seed)
-        self._total_steps = max(1, round(config.train.epochs * self.batches.batches_per_epoch))
-        self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=self._total_steps)
-        self.test_images = evaluation_images(self.data.test, config.data)
+        super().__init__(config, run, device)
+        self.model = self.precision.prepare(Autoencoder(config.model, self.image_shape).to(device))
+        self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=self.total_steps)
         self.train_images = evaluation_images(self.data.train[:config.eval.train_images], config.data)
-
-    @property
-    def total_steps(self) -> int:
-        return self._total_steps
 
     def train_step(self) -> dict[str, torch.Tensor]:
         errors = self.model.errors(self.batches.next())
@@ -156,12 +146,3 @@ class AutoencoderTask(Task):
             grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
             tb.image("samples/code_manifold", make_grid(model.images(grid), columns=MANIFOLD_SIDE, padding=0),
                      self.step)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["batches"])

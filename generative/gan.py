@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.averaging import average_into
 from core.errors import UserError
 from core.nets import init_weights, make_activation
 
@@ -134,10 +135,13 @@ class WeightAverage:
         self.decay = decay
         self.network = copy.deepcopy(network).requires_grad_(False)
 
-    @torch.no_grad()
     def update(self, network: nn.Module) -> None:
         """average <- decay * average + (1 - decay) * current, for every parameter."""
-        for average, current in zip(self.network.parameters(), network.parameters()):
-            average.lerp_(current, 1 - self.decay)
-        for average, current in zip(self.network.buffers(), network.buffers()):
-            average.copy_(current)
+        average_into(self.network, network, 1 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged network's weights: what a checkpoint keeps of the average."""
+        return self.network.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.network.load_state_dict(state)

@@ -17,17 +17,19 @@ import torch
 
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
+from core.figures import FigureWindow
 from core.images import make_grid
 from core.optim import OptimConfig, Optimizer
 from core.progress import progress_of
 from core.run import Run
-from core.sampling import DeviceBatches, unit_interval
-from core.task import TASKS, Task
-from generative.data import DataConfig, load_images
+from core.sampling import unit_interval
+from core.task import TASKS
+from generative.data import DataConfig
 from generative.gan import (Discriminator, GANModelConfig, Generator, WeightAverage, check_model, critic_loss,
                             discriminator_loss, generator_loss, gradient_penalty, wasserstein_generator_loss)
 from generative.metrics.fid import FeatureStatistics, feature_statistics, frechet_distance, judge_outputs, \
     sample_quality
+from generative.image_task import ImageTask
 from generative.mnist_classifier import ensure_judge
 
 # Offset of the seed of the evaluation latents from the run's seed: every evaluation scores the same z.
@@ -96,38 +98,32 @@ def _renamed(figures: dict[str, torch.Tensor], network: str) -> dict[str, torch.
 
 
 @TASKS.register("gan")
-class GANTask(Task):
+class GANTask(ImageTask):
     """Adversarial training of a generator against a discriminator or critic, scored by an MNIST classifier."""
 
     Config = GANConfig
     summary_metrics = ("eval/fid", "eval/mode_kl", "eval/inception_score")
-    length_keys = ("train.epochs",)
+    state_attributes = ("generator", "discriminator", "generator_optimizer", "discriminator_optimizer", "batches",
+                        "noise", "fixed_latents", "ema")
 
     def __init__(self, config: GANConfig, run: Run, device: torch.device) -> None:
-        super().__init__(config, run, device)
         _check(config)
+        super().__init__(config, run, device)
         self.wasserstein = config.model.loss == "wgan_gp"
         self._discriminator_tag = "losses/critic" if self.wasserstein else "losses/discriminator"
-        self.data = load_images(config.data, device)
         self.judge = ensure_judge(Path(config.eval.classifier).expanduser(), config.data.root, device,
                                   config.threads)
         self.generator = self.precision.prepare(Generator(config.model).to(device))
         self.discriminator = self.precision.prepare(Discriminator(config.model).to(device))
         self.ema: Optional[WeightAverage] = (WeightAverage(self.generator, config.train.ema_decay)
                                              if config.train.ema_decay > 0 else None)
-        self.batches = DeviceBatches(self.data.train, config.train.batch_size, config.data.binarize,
-                                     config.data.threshold, seed=config.seed, fixed_seed=config.data.fixed_seed)
-        per_epoch = self.batches.batches_per_epoch / config.train.critic_steps
-        self._total_steps = max(1, round(config.train.epochs * per_epoch))
         self.generator_optimizer = Optimizer(config.generator_optim, self.generator.parameters(),
-                                             total_steps=self._total_steps, key="generator_optim")
+                                             total_steps=self.total_steps, key="generator_optim")
         self.discriminator_optimizer = Optimizer(
             config.discriminator_optim, self.discriminator.parameters(),
-            total_steps=self._total_steps * config.train.critic_steps, key="discriminator_optim")
+            total_steps=self.total_steps * config.train.critic_steps, key="discriminator_optim")
         self.noise = torch.Generator(device=device).manual_seed(config.seed + 1)
-        grid_noise = torch.Generator(device=device).manual_seed(config.seed)
-        self.fixed_latents = torch.randn(config.eval.grid_images, config.model.latent, device=device,
-                                         generator=grid_noise)
+        self.fixed_latents = self.draw_fixed_latents(config.eval.grid_images, config.model.latent)
         # The first update whose losses were not finite or exceeded max_loss (-1: none yet), and those losses.
         self.diverged_at = torch.full((), -1, dtype=torch.long, device=device)
         self.diverged_losses = torch.zeros(2, device=device)
@@ -136,8 +132,8 @@ class GANTask(Task):
         self._floors: dict[int, float] = {}
 
     @property
-    def total_steps(self) -> int:
-        return self._total_steps
+    def batches_per_step(self) -> int:
+        return self.config.train.critic_steps
 
     def _latents(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.config.model.latent, device=self.device, generator=self.noise)
@@ -177,21 +173,17 @@ class GANTask(Task):
         return {"losses/generator": loss.detach(), **figures}
 
     def train_step(self) -> dict[str, torch.Tensor | float]:
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
+        critic = FigureWindow()
         steps = self.config.train.critic_steps
         for index in range(steps):
-            keep_fakes = self.config.train.reuse_latents and index == steps - 1
-            for tag, value in self._discriminator_step(keep_fakes).items():
-                sums[tag] = sums[tag] + value if tag in sums else value
-                counts[tag] = counts.get(tag, 0) + 1
-        figures = {tag: value / counts[tag] for tag, value in sums.items()}
+            critic.add(self._discriminator_step(keep_fakes=self.config.train.reuse_latents and index == steps - 1))
+        figures = critic.means()
         figures.update(self._generator_step())
         self.step += 1
         self._watch(figures["losses/generator"], figures[self._discriminator_tag])
         if self.step % self.config.train.check_every == 0:
             self._check_divergence()
-        return {**figures, "charts/epoch": self.batches.epoch + self.batches.position / self.batches.batches_per_epoch}
+        return {**figures, "charts/epoch": self.batches.epochs_done}
 
     def _watch(self, generator: torch.Tensor, discriminator: torch.Tensor) -> None:
         """Remember, on the device, the first update whose losses are not finite or exceed max_loss."""
@@ -272,29 +264,10 @@ class GANTask(Task):
 
     def state_dict(self) -> dict[str, Any]:
         self._check_divergence()
-        state = {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "generator_optimizer": self.generator_optimizer.state_dict(),
-            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
-            "batches": self.batches.state_dict(),
-            "noise": self.noise.get_state(),
-            "fixed_latents": self.fixed_latents,
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.network.state_dict()
-        return state
+        return super().state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if (self.ema is not None) != ("ema" in state):
+        if (self.ema is not None) != (state.get("ema") is not None):
             raise UserError("this checkpoint was written with a different train.ema_decay (on/off); it cannot "
                             "be resumed with this config")
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
-        self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
-        self.batches.load_state_dict(state["batches"])
-        self.noise.set_state(state["noise"].cpu())
-        self.fixed_latents = state["fixed_latents"].to(self.device)
-        if self.ema is not None:
-            self.ema.network.load_state_dict(state["ema"])
+        super().load_state_dict(state)

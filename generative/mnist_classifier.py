@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.checkpoint import atomic_save, load_file
-from core.classifier import DATASETS, MODELS, ClassificationData, ClassifierDataConfig, ClassifierModelConfig
-from core.cli import experiments_folder
+from core.classification import DATASETS, MODELS, ClassificationData, ClassifierDataConfig, ClassifierModelConfig
 from core.config import load_config
 from core.device import rng_state, set_rng_state
 from core.driver import Driver, build_task
 from core.errors import UserError
+from core.experiments import experiments_folder, load_components
 from core.nets import make_activation
 from core.run import Run
 from core.sampling import unit_interval
@@ -128,6 +128,7 @@ def train_judge(path: Path, data_root: Optional[str], device: str, threads: int,
                 f"deterministic={str(torch.are_deterministic_algorithms_enabled()).lower()}"]
     if data_root:
         settings.append(f"data.root={data_root}")
+    load_components()  # the classifier task lives in another package, found by name as the CLI finds it
     config = load_config(experiment, [*settings, *overrides], schema_for)
     saved = rng_state()
     run = Run.create(config)

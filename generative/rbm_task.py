@@ -23,10 +23,11 @@ from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.images import make_grid
 from core.run import Run
-from core.sampling import DeviceBatches, prepare
-from core.task import TASKS, Task
-from generative.data import DataConfig, evaluation_images, load_images
+from core.sampling import prepare
+from core.task import TASKS
+from generative.data import DataConfig
 from generative.dbn import DBN, DBNLayerConfig, check_propagation, layer_train_config
+from generative.image_task import ImageTask
 from generative.metrics.ais import (ais_log_partition, base_rate_biases, exact_log_partition, mean_log_likelihood,
                                     mean_reconstruction_error, pseudo_log_likelihood)
 from generative.rbm import RBM, RBMConfig, RBMTrainConfig, RBMTrainer, bernoulli, check_train_config
@@ -97,7 +98,7 @@ def _check_eval(settings: RBMEvalConfig) -> None:
         raise UserError("eval: ais_temperatures and quick_ais_temperatures must be >= 3 (one per schedule segment)")
 
 
-class LayerwiseTask(Task):
+class LayerwiseTask(ImageTask):
     """Greedy layer-by-layer training of a stack of RBMs and its evaluation; subclasses name the layers."""
 
     data_parallel = True
@@ -105,24 +106,21 @@ class LayerwiseTask(Task):
     # The update is written as data minus model statistics without autograd; bfloat16 products would round
     # those sums, so these tasks compute in float32 (tf32 only changes CUDA matmuls).
     precisions = ("auto", "fp32", "tf32")
+    # The layers and their trainer are rebuilt from the checkpoint (load_state_dict), the rest is declared.
+    state_attributes = ("batches", "generator")
 
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
-        super().__init__(config, run, device)
-        self.layer_configs = self._layers()
+        self.layer_configs = self._layers(config)
         for index, (model, train) in enumerate(self.layer_configs):
             check_train_config(train, self._settings_key(index))
             if model.hidden < 1 or not 0 < model.mean_clip < 0.5 or not 0 <= model.centering_rate <= 1:
                 raise UserError("model: hidden must be >= 1, mean_clip in (0, 0.5), centering_rate in [0, 1]")
         _check_eval(config.eval)
-        self.data = load_images(config.data, device)
-        self.image_shape = tuple(self.data.train.shape[1:])
         # With data-parallel ranks each takes its shard of every global batch and the gradient statistics
         # are averaged over the ranks (RBMTrainer.step).
-        self.local_batch, self.shard = distributed.shard_batch_size(config.train.batch_size)
-        self.batches = DeviceBatches(self.data.train, self.local_batch, config.data.binarize, config.data.threshold,
-                                     seed=config.seed, fixed_seed=config.data.fixed_seed, shard=self.shard)
-        self.test_images = evaluation_images(self.data.test, config.data).flatten(1)
-        steps = [max(1, round(train.epochs * self.batches.batches_per_epoch)) for _, train in self.layer_configs]
+        super().__init__(config, run, device)
+        self.test_images = self.test_images.flatten(1)
+        steps = [self.steps_for(train.epochs) for _, train in self.layer_configs]
         self.layer_ends = [sum(steps[:index + 1]) for index in range(len(steps))]
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.input_means: dict[int, torch.Tensor] = {}
@@ -131,7 +129,7 @@ class LayerwiseTask(Task):
         self._separate_rank_streams()
 
     @abstractmethod
-    def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
+    def _layers(self, config: Any) -> list[tuple[RBMConfig, RBMTrainConfig]]:
         """Each layer's RBM config and training settings, bottom first."""
 
     def _settings_key(self, index: int) -> str:
@@ -274,7 +272,7 @@ class LayerwiseTask(Task):
 
     def state_dict(self) -> dict[str, Any]:
         return {"layers": [layer.state_dict() for layer in self.dbn.layers], "trainer": self.trainer.state_dict(),
-                "batches": self.batches.state_dict(), "generator": self.generator.get_state()}
+                **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["layers"]) > len(self.layer_configs):
@@ -284,8 +282,7 @@ class LayerwiseTask(Task):
         self.input_means = {}
         self.trainer = self._trainer(len(self.dbn.layers) - 1)
         self.trainer.load_state_dict(state["trainer"])
-        self.batches.load_state_dict(state["batches"])
-        self.generator.set_state(state["generator"].cpu())
+        super().load_state_dict(state)
         self._separate_rank_streams()
 
 
@@ -295,10 +292,9 @@ class RBMTask(LayerwiseTask):
 
     Config = RBMExperimentConfig
     summary_metrics = ("eval/test_loglik", "eval/log_z", "eval/test_pseudo_loglik")
-    length_keys = ("train.epochs",)
 
-    def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
-        return [(self.config.model, self.config.train)]
+    def _layers(self, config: RBMExperimentConfig) -> list[tuple[RBMConfig, RBMTrainConfig]]:
+        return [(config.model, config.train)]
 
 
 @TASKS.register("dbn")
@@ -308,14 +304,15 @@ class DBNTask(LayerwiseTask):
     Config = DBNExperimentConfig
     summary_metrics = ("eval/test_loglik_bound", "eval/log_z")
     loglik_tag = "eval/test_loglik_bound"
+    length_keys = ()  # each layer may set its own epochs, so resuming never changes the run's length
 
-    def _layers(self) -> list[tuple[RBMConfig, RBMTrainConfig]]:
-        model = self.config.model
+    def _layers(self, config: DBNExperimentConfig) -> list[tuple[RBMConfig, RBMTrainConfig]]:
+        model = config.model
         check_propagation(model.propagate)
         if not model.layers:
             raise UserError("model.layers: a DBN needs at least one layer")
-        check_train_config(self.config.train)
-        return [(layer, layer_train_config(self.config.train, layer)) for layer in model.layers]
+        check_train_config(config.train)
+        return [(layer, layer_train_config(config.train, layer)) for layer in model.layers]
 
     def _settings_key(self, index: int) -> str:
         return f"model.layers[{index}]"

@@ -8,21 +8,18 @@ quick IWAE bound (`eval.quick_k` samples on `eval.quick_images` images); the fin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-
-from core import distributed
 
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.images import make_grid
 from core.optim import OptimConfig, Optimizer
 from core.run import Run
-from core.sampling import DeviceBatches
-from core.task import TASKS, Task
-from generative.data import DataConfig, evaluation_images, load_images
+from core.task import TASKS
+from generative.data import DataConfig
+from generative.image_task import ImageTask
 from generative.metrics.iwae import active_units, elbo_terms, iwae_log_likelihood
 from generative.vae import VAE, TrainingObjective, VAEModelConfig
 
@@ -79,38 +76,25 @@ def _check(config: VAEConfig) -> None:
 
 
 @TASKS.register("vae")
-class VAETask(Task):
+class VAETask(ImageTask):
     """Trains a VAE by the ELBO or the IWAE bound and measures it the way the papers report it."""
 
     Config = VAEConfig
     summary_metrics = ("eval/test_nll", "eval/test_elbo", "eval/active_units")
-    length_keys = ("train.epochs",)
     data_parallel = True
+    state_attributes = ("model", "optimizer", "batches")
     # vae_mnist.yaml for 100 epochs: bf16 90.87 nats against fp32 91.15 and 90.97 (seeds 1, 2; docs/results.md).
     auto_bf16 = True
 
     def __init__(self, config: VAEConfig, run: Run, device: torch.device) -> None:
-        super().__init__(config, run, device)
         _check(config)
-        self.data = load_images(config.data, device)
-        self.model = self.precision.prepare(VAE(config.model, tuple(self.data.train.shape[1:])).to(device))
-        # With data-parallel ranks each trains on its shard of every global batch of train.batch_size.
-        local_batch, self.shard = distributed.shard_batch_size(config.train.batch_size)
-        self.batches = DeviceBatches(self.data.train, local_batch, config.data.binarize, config.data.threshold,
-                                     seed=config.seed, fixed_seed=config.data.fixed_seed, shard=self.shard)
-        self._total_steps = max(1, round(config.train.epochs * self.batches.batches_per_epoch))
+        super().__init__(config, run, device)
+        self.model = self.precision.prepare(VAE(config.model, self.image_shape).to(device))
         objective = TrainingObjective(self.model, config.train.objective, config.train.samples)
         self.objective = DistributedDataParallel(objective) if self.shard[1] > 1 else objective
-        self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=self._total_steps)
-        self.test_images = evaluation_images(self.data.test, config.data)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=self.total_steps)
         # The same prior draws at every evaluation, so the grid shows the same samples improving.
-        self.fixed_latents = torch.randn(config.eval.grid_images, config.model.latent, device=device,
-                                         generator=generator)
-
-    @property
-    def total_steps(self) -> int:
-        return self._total_steps
+        self.fixed_latents = self.draw_fixed_latents(config.eval.grid_images, config.model.latent)
 
     def _prior_weight(self) -> float:
         warmup = self.config.train.kl_warmup_steps
@@ -177,12 +161,3 @@ class VAETask(Task):
         walk = model.mean_image(start + fractions * (end - start))
         tb.image("samples/latent_walk", make_grid(torch.cat([self.test_images[:1], walk, self.test_images[1:2]]),
                                                   columns=12), self.step)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "batches": self.batches.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["batches"])

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import torch
 
 from core.checkpoint import restore_checked
-from core.cli import load_components
 from core.device import resolve_device, rng_state, set_rng_state
 from core.driver import CHECKPOINT_FORMAT, build_task
 from core.errors import UserError
+from core.experiments import load_components
 from core.run import Run, load_saved_config
 from core.task import Task, schema_for
 from generative.dbn import DBN

@@ -15,10 +15,10 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from core import distributed
-from core.cli import find_experiment, load_components
 from core.config import build_config, load_config
 from core.driver import check_data_parallel, start_run, train_run
 from core.errors import UserError
+from core.experiments import find_experiment, load_components
 from core.task import schema_for
 
 

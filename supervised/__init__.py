@@ -1,3 +1,3 @@
-"""Supervised learning by rules other than gradient descent: Rosenblatt's perceptron."""
-# Importing the task module registers it.
-from supervised import perceptron  # noqa: F401
+"""Supervised learning: the classifier task (gradient descent on labelled data) and Rosenblatt's perceptron."""
+# Importing the task modules registers them.
+from supervised import classifier, perceptron  # noqa: F401

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from core.classifier import DATASETS, ClassifierDataConfig
+from core.classification import DATASETS, ClassifierDataConfig
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.run import Run
@@ -84,6 +83,7 @@ class PerceptronTask(Task):
     summary_metrics = ("eval/accuracy", "eval/converged", "eval/epochs", "eval/mistakes")
     length_keys = ("train.epochs",)
     precisions = ("auto", "fp32", "tf32")  # the float64 rule computes alike under each; bf16 is refused, not ignored
+    state_attributes = ("perceptron.weights", "generator", "epochs_run", "mistakes", "best_accuracy", "converged")
 
     def __init__(self, config: PerceptronConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -164,20 +164,3 @@ class PerceptronTask(Task):
         else:
             log.info("the perceptron found %s: the classes are not linearly separable, or need more epochs "
                      "(train.epochs)", found)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.perceptron.weights, "generator": self.generator.get_state(),
-                "epochs_run": self.epochs_run, "mistakes": self.mistakes, "best_accuracy": self.best_accuracy,
-                "converged": self.converged}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        weights = state["weights"]
-        if weights.shape != self.perceptron.weights.shape:
-            raise ValueError(f"weights of shape {tuple(weights.shape)}, this run's data needs "
-                             f"{tuple(self.perceptron.weights.shape)}")
-        self.perceptron.weights = weights.to(self.device, DTYPE)
-        self.generator.set_state(state["generator"].cpu())
-        self.epochs_run = state["epochs_run"]
-        self.mistakes = state["mistakes"].to(self.device)
-        self.best_accuracy = state["best_accuracy"].to(self.device)
-        self.converged = state["converged"]

@@ -22,14 +22,12 @@ import torch
 from core.errors import UserError
 from core.replay.budget import require_bytes
 from core.replay.nstep import n_step_targets
+from core.replay.samplers import PrioritizedSampler, Sampler, UniformSampler
 from core.replay.storage import PADDINGS, StepStorage
 from core.replay.sum_tree import SumTree
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 DType = Union[torch.dtype, np.dtype, type]
-
-# Settings a checkpointed memory must share with the memory it is loaded into.
-_STRUCTURE = ("capacity", "num_envs", "obs_shape", "obs_dtype", "frame_stack", "n_step", "prioritized", "alpha")
 
 
 class ReplayBatch(NamedTuple):
@@ -57,9 +55,10 @@ class ReplayMemory:
     `capacity // num_envs` of its steps. Pixel observations (uint8 `(frame_stack, H, W)`) are stored as
     their newest frame and rebuilt at sample time, the slots before an episode's first frame padded as
     `stack_padding` says (`zeros` as ale-py does, or `first`: repeats of the first frame); any other
-    observation is stored whole. Prioritized: priority = |td_error| + eps, sampled in proportion to
-    priority^alpha, importance weights with beta annealed from beta_start to 1 over `beta_steps` calls of
-    `sample`. Construction refuses (UserError) when the device has less free memory than the memory needs.
+    observation is stored whole. The memory writes steps into its storage and tells its sampler which
+    transitions become sampleable; the sampler (`prioritized` picks which, see core.replay.samplers, where
+    alpha, beta_start, beta_steps and eps are explained) chooses what `sample` returns. Construction
+    refuses (UserError) when the device has less free memory than the memory needs.
     """
 
     def __init__(
@@ -89,10 +88,6 @@ class ReplayMemory:
         self.n_step = n_step
         self.gamma = gamma
         self.prioritized = prioritized
-        self.alpha = alpha
-        self.beta_start = beta_start
-        self.beta_steps = beta_steps
-        self.eps = eps
         self.rows = capacity // max(num_envs, 1)
         self.capacity = self.rows * num_envs
         self._check_settings(capacity, stack_padding)
@@ -100,20 +95,19 @@ class ReplayMemory:
         self.bytes_allocated = self.bytes_needed(capacity, num_envs, obs_shape, obs_dtype, frame_stack, n_step)
         require_bytes(self.bytes_allocated, self.device, f"the replay memory ({self.capacity:,} transitions)")
         frame_shape = self.obs_shape[1:] if self.stacked else self.obs_shape
+        self.sampler: Sampler = (
+            PrioritizedSampler(self.capacity, self.device, seed, alpha, beta_start, beta_steps, eps)
+            if prioritized else UniformSampler(self.capacity, self.device, seed)
+        )
         self.storage = StepStorage(
             self.rows, num_envs, frame_shape, self.obs_dtype, self.frame_stack, stack_padding, self.device
         )
-        self.tree = SumTree(self.capacity, self.device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
-        self.max_priority = torch.ones((), dtype=torch.float32, device=self.device)
         self._discounts = gamma ** torch.arange(n_step + 1, dtype=torch.float32, device=self.device)
         self._window_offsets = torch.arange(n_step, device=self.device) * num_envs
         self._this_and_next_row = torch.tensor([[0], [num_envs]], device=self.device)
         self._env_ids = torch.arange(num_envs, device=self.device)
         self._next_row = 0
         self._rows_written = 0
-        self._samples_drawn = 0
 
     def _check_settings(self, capacity: int, stack_padding: str) -> None:
         if self.num_envs < 1 or self.n_step < 1:
@@ -128,11 +122,8 @@ class ReplayMemory:
                 f"replay: capacity {capacity} is too small for {self.num_envs} envs, n_step={self.n_step} and "
                 f"frame_stack={self.frame_stack}; it must be at least {minimum_rows * self.num_envs}"
             )
-        if not 0.0 <= self.gamma <= 1.0 or self.alpha < 0.0 or not 0.0 <= self.beta_start <= 1.0 or self.eps <= 0.0:
-            raise UserError(
-                f"replay: need 0 <= gamma <= 1, alpha >= 0, 0 <= beta_start <= 1 and eps > 0; got gamma={self.gamma}, "
-                f"alpha={self.alpha}, beta_start={self.beta_start}, eps={self.eps}"
-            )
+        if not 0.0 <= self.gamma <= 1.0:
+            raise UserError(f"replay: need 0 <= gamma <= 1, got gamma={self.gamma}")
         if stack_padding not in PADDINGS:
             raise UserError(f"replay: unknown stack_padding {stack_padding!r}; valid: {', '.join(PADDINGS)}")
 
@@ -147,9 +138,9 @@ class ReplayMemory:
         frame_shape = tuple(obs_shape[1:]) if stacked else tuple(obs_shape)
         rows = capacity // num_envs
         storage = StepStorage.bytes_needed(rows, num_envs, frame_shape, dtype, frame_stack if stacked else 1)
-        # max priority, discounts, window offsets, next-row offsets, env ids
-        small = 4 + (n_step + 1) * 4 + n_step * 8 + 2 * 8 + num_envs * 8
-        return storage + SumTree.bytes_needed(rows * num_envs) + small
+        # discounts, window offsets, next-row offsets, env ids
+        small = (n_step + 1) * 4 + n_step * 8 + 2 * 8 + num_envs * 8
+        return storage + Sampler.bytes_needed(rows * num_envs) + small
 
     @property
     def bytes_per_transition(self) -> float:
@@ -217,19 +208,27 @@ class ReplayMemory:
         # completes comes in, unless it is an episode's last observation.
         overwritten_history = (row + self.frame_stack - 1) % self.rows
         indices = [self._env_ids + row * self.num_envs, self._env_ids + overwritten_history * self.num_envs]
-        values = [torch.zeros(2 * self.num_envs, device=self.device)]
+        excluded = [torch.ones(2 * self.num_envs, dtype=torch.bool, device=self.device)]
         if self._rows_written > self.n_step:
             complete = (row - self.n_step) % self.rows
             indices.append(self._env_ids + complete * self.num_envs)
-            new_weight = self.max_priority**self.alpha if self.prioritized else torch.ones((), device=self.device)
-            values.append(torch.where(self.storage.is_last[complete], 0.0, new_weight))
-        self.tree.set(torch.cat(indices), torch.cat(values))
+            excluded.append(self.storage.is_last[complete])
+        # One call for both ends: the sampler's tree is updated once per step, not twice.
+        self.sampler.set_sampleable(torch.cat(indices), torch.cat(excluded))
+
+    @property
+    def tree(self) -> SumTree:
+        """The sampler's sum tree: a transition with weight 0 is not sampleable."""
+        return self.sampler.tree
+
+    @property
+    def eps(self) -> float:
+        """The prioritized sampler's priority floor (|td_error| + eps)."""
+        return self.sampler.eps
 
     def beta(self) -> float:
-        """The importance-weight exponent now: beta_start annealed linearly to 1 over beta_steps samples."""
-        if self.beta_steps <= 0:
-            return 1.0
-        return self.beta_start + (1.0 - self.beta_start) * min(1.0, self._samples_drawn / self.beta_steps)
+        """The prioritized sampler's importance-weight exponent now."""
+        return self.sampler.beta()
 
     @property
     def can_sample(self) -> bool:
@@ -240,14 +239,9 @@ class ReplayMemory:
         """Draw `batch_size` transitions (uniformly, or in proportion to priority^alpha) with their n-step targets."""
         if not self.can_sample:
             raise UserError(f"replay: sample() needs at least n_step + 2 = {self.n_step + 2} steps added first")
-        indices = self.tree.sample(batch_size, self.generator)
+        indices, weights = self.sampler.sample(batch_size)
         batch = self.transitions(indices)
-        if not self.prioritized:
-            return batch
-        # w_i = (N P_i)^-beta / max_j (N P_j)^-beta = (p_i^alpha / min_j p_j^alpha)^-beta
-        weights = (self.tree.leaves.index_select(0, indices) / self.tree.min_positive()) ** -self.beta()
-        self._samples_drawn += 1
-        return batch._replace(weights=weights)
+        return batch if weights is None else batch._replace(weights=weights)
 
     def transitions(self, indices: torch.Tensor) -> ReplayBatch:
         """The transitions at sampleable flat `indices` (int64 device tensor), importance weights all one."""
@@ -279,13 +273,7 @@ class ReplayMemory:
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """Set the priorities of sampled transitions to |td_error| + eps (prioritized memories only)."""
-        if not self.prioritized:
-            raise ValueError("replay: update_priorities on a memory built with prioritized=False")
-        priorities = td_errors.detach().abs().to(torch.float32) + self.eps
-        self.max_priority = torch.maximum(self.max_priority, priorities.max())
-        # A transition overwritten since it was sampled has weight 0 and must stay unsampleable.
-        current = self.tree.leaves.index_select(0, indices)
-        self.tree.set(indices, torch.where(current > 0, priorities**self.alpha, 0.0))
+        self.sampler.update_priorities(indices, td_errors)
 
     def _structure(self) -> dict[str, Any]:
         return {
@@ -296,42 +284,36 @@ class ReplayMemory:
             "frame_stack": self.frame_stack,
             "n_step": self.n_step,
             "prioritized": self.prioritized,
-            "alpha": self.alpha,
+            **self.sampler.structure(),
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Contents and sampling state as tensors and primitives; the tensors are the memory's own, not copies,
-        except while the ring is at most half full: then copies of the rows written so far."""
+        except while the ring is at most half full: then copies of the rows written so far.
+
+        The sampler's state sits beside the storage's, not under a key of its own: that is the layout
+        checkpoints had before the sampler was a part of its own, and those still load.
+        """
         partial = self._rows_written <= self.rows // 2
         return {
             "structure": self._structure(),
             "storage": self.storage.state_dict(rows=self._rows_written if partial else None),
-            "tree": self.tree.state_dict(),
-            "max_priority": self.max_priority,
-            "generator": self.generator.get_state(),
+            **self.sampler.state_dict(),
             "next_row": self._next_row,
             "rows_written": self._rows_written,
-            "samples_drawn": self._samples_drawn,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict`; afterwards call `add_reset` with the new episodes' first observations."""
         saved, here = state["structure"], self._structure()
+        # Only the settings this memory has are compared: a uniform memory has no alpha, which older
+        # checkpoints of uniform memories still record.
         differences = [
-            f"{key}={saved.get(key)!r} (this run: {here[key]!r})" for key in _STRUCTURE if saved.get(key) != here[key]
+            f"{key}={saved.get(key)!r} (this run: {value!r})" for key, value in here.items() if saved.get(key) != value
         ]
         if differences:
             raise UserError(f"replay: the checkpoint's memory differs from this run's: {', '.join(differences)}")
-        try:
-            self.generator.set_state(state["generator"].cpu())
-        except RuntimeError:
-            raise UserError(
-                f"replay: the checkpoint's sampling state belongs to another kind of device than {self.device}; "
-                f"resume on the kind of device the run was saved from"
-            ) from None
+        self.sampler.load_state_dict(state)  # first: it refuses a checkpoint of another kind of device
         self.storage.load_state_dict(state["storage"])
-        self.tree.load_state_dict(state["tree"])
-        self.max_priority.copy_(state["max_priority"])
         self._next_row = state["next_row"]
         self._rows_written = state["rows_written"]
-        self._samples_drawn = state["samples_drawn"]

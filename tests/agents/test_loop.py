@@ -12,9 +12,10 @@ import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from core.checkpoint import load_file
-from core.cli import load_components, main
+from core.cli import main
 from core.device import rng_state
 from core.driver import Driver, build_task
+from core.experiments import load_components
 from core.run import Run
 from core.task import schema_for
 from core.tensorboard import event_files

@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from core.classifier import ClassifierTask
+from supervised.classifier import ClassifierTask
 from core.cli import main
 from core.config import load_config
 from core.invocation import rlgen_command

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from core.classifier import ClassifierTask
+from supervised.classifier import ClassifierTask
 from core.cli import main
 from core.progress import Countdown, Progress
 from core.tensorboard import event_files

@@ -112,7 +112,7 @@ def test_a_checkpoint_of_another_shape_is_refused() -> None:
 
 def _allocated_bytes(memory: ReplayMemory) -> int:
     storages = {}
-    for owner in (memory, memory.storage, memory.tree):
+    for owner in (memory, memory.storage, memory.sampler, memory.tree):
         for value in vars(owner).values():
             if isinstance(value, torch.Tensor):
                 untyped = value.untyped_storage()

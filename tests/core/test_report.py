@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from core.aggregate import iqm, stratified_bootstrap
-from core.cli import load_components, main
+from core.cli import main
 from core.config import config_to_yaml, load_config
+from core.experiments import load_components
 from core.task import schema_for
 
 XOR = Path(__file__).resolve().parents[2] / "experiments" / "xor_mlp.yaml"

@@ -16,8 +16,9 @@ import yaml
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from core.cli import load_components, main
+from core.cli import main
 from core.errors import UserError
+from core.experiments import load_components
 from core.sweep import format_value, parse_grid_option, plan_sweep, split_values, trial_name
 
 ray = pytest.importorskip("ray", reason="rlgen[sweep] (Ray Tune) is not installed")

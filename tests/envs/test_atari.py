@@ -7,7 +7,7 @@ import pytest
 from ale_py import roms
 
 from core.errors import UserError
-from envs import EnvConfig, StepResult, make_env
+from envs import EnvConfig, StepResult, game_name, make_env
 from envs.atari import FRAME_SKIP, rom_id
 from envs.base import env_seeds
 
@@ -179,6 +179,12 @@ def test_game_names_are_rom_ids_in_snake_or_camel_case():
     assert rom_id("breakout") == rom_id("Breakout") == "breakout"
     assert rom_id("MsPacman") == rom_id("ms_pacman") == "ms_pacman"
     assert rom_id("pong") == "pong"
+
+
+def test_the_game_name_of_an_atari_config_is_its_rom_id():
+    assert game_name(EnvConfig(kind="atari", id="MsPacman")) == "ms_pacman"
+    with pytest.raises(UserError, match="unknown Atari game"):
+        game_name(EnvConfig(kind="atari", id="ALE/Breakout-v5"))
 
 
 @pytest.mark.parametrize("name", ["breakot", "BreakoutNoFrameskip-v4", "ALE/Breakout-v5"])

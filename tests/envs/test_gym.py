@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from envs import EnvConfig, make_env
+from envs import EnvConfig, game_name, make_env
 
 
 def cartpole(num_envs: int) -> EnvConfig:
@@ -69,3 +69,7 @@ def test_unknown_env_id_names_the_closest():
 def test_continuous_actions_are_refused():
     with pytest.raises(UserError, match="Pendulum-v1.*discrete"):
         make_env(EnvConfig(kind="gym", id="Pendulum-v1"), seed=0)
+
+
+def test_the_game_name_of_a_gym_config_is_its_id():
+    assert game_name(cartpole(2)) == "CartPole-v1"

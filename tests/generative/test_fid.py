@@ -10,25 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.classifier import MODELS
+from core.classification import MODELS
 from generative import mnist_classifier
 from generative.data import DataConfig, load_images
 from generative.metrics.fid import (class_fractions, feature_statistics, frechet_distance, inception_score,
                                     judge_outputs, kl_to_uniform, sample_quality, trace_sqrt_product)
-from mnist_data import MNIST_ROOT, needs_mnist, skip_without_mnist
+from mnist_data import MNIST_ROOT, needs_mnist, quick_judge
 
 ROOT = Path(__file__).resolve().parents[2]
-# A judge trained in about 15 s on one thread (~97% test accuracy): enough to rank image sets.
-QUICK_JUDGE = ("train.steps=300", "train.batch_size=64", "model.hidden=[16,32,64]", "run.eval_every=1000",
-               "run.log_every=100")
-
-
 @pytest.fixture(scope="session")
 def judge(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
-    skip_without_mnist()
-    torch.set_num_threads(1)
-    path = tmp_path_factory.getbasetemp() / "judge" / "mnist_cnn.pt"
-    return mnist_classifier.ensure_judge(path, str(MNIST_ROOT), torch.device("cpu"), 1, QUICK_JUDGE)
+    return mnist_classifier.load_judge(quick_judge(tmp_path_factory.getbasetemp()), torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +108,7 @@ def test_real_test_digits_cover_the_classes_near_uniformly(judge, digits) -> Non
 
 
 def test_cnn_model_rejects_a_hidden_list_without_a_feature_width() -> None:
-    from core.classifier import ClassifierModelConfig
+    from core.classification import ClassifierModelConfig
     from core.errors import UserError
 
     with pytest.raises(UserError, match="conv channels followed by the feature width"):

@@ -12,30 +12,25 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.checkpoint import atomic_save, load_file
-from core.cli import load_components, main
+from core.cli import main
 from core.driver import build_task
+from core.experiments import load_components
 from core.run import Run
 from core.task import schema_for
-from generative import gan_task, mnist_classifier
-from mnist_data import MNIST_ROOT, skip_without_mnist
+from generative import gan_task
+from mnist_data import MNIST_ROOT, quick_judge
 
 ROOT = Path(__file__).resolve().parents[2]
 GAN_MNIST = str(ROOT / "experiments" / "gan_mnist.yaml")
 WGAN_GP_MNIST = str(ROOT / "experiments" / "wgan_gp_mnist.yaml")
-# The same quick judge as test_fid.py's, at the same path, so a session trains it once.
-QUICK_JUDGE = ("train.steps=300", "train.batch_size=64", "model.hidden=[16,32,64]", "run.eval_every=1000",
-               "run.log_every=100")
 TINY = ("threads=1", "model.width=8", "train.batch_size=32", "eval.samples=300", "eval.quick_samples=200",
         "eval.grid_images=16", "run.log_every=5")
 
 
 @pytest.fixture(scope="session")
 def judge_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    skip_without_mnist()
-    torch.set_num_threads(1)
-    path = tmp_path_factory.getbasetemp() / "judge" / "mnist_cnn.pt"
-    mnist_classifier.ensure_judge(path, str(MNIST_ROOT), torch.device("cpu"), 1, QUICK_JUDGE)
-    return path
+    """The quick judge test_fid.py uses too, at the same path, so a session trains it once."""
+    return quick_judge(tmp_path_factory.getbasetemp())
 
 
 def _run(tmp_path: Path, judge: Path, experiment: str, *overrides: str, code: int = 0) -> Path:

@@ -15,7 +15,7 @@ from core.config import build_config, read_yaml_file
 from core.run import Run
 from core.sampling import DeviceBatches
 from core.task import schema_for
-from generative import rbm_task
+from generative import image_task, rbm_task
 from generative.data import DataConfig, ImageData, evaluation_images
 from generative.rbm import RBM, logit
 from mnist_data import MNIST_ROOT, needs_mnist
@@ -48,7 +48,7 @@ def _tiny_images(config: DataConfig, device: torch.device) -> ImageData:
 
 @pytest.fixture
 def tiny_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rbm_task, "load_images", _tiny_images)
+    monkeypatch.setattr(image_task, "load_images", _tiny_images)
 
 
 def _run(experiment: Path, tmp_path: Path, *overrides: str) -> Path:

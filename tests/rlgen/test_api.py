@@ -14,9 +14,9 @@ import yaml
 
 import rlgen
 from core.checkpoint import CheckpointManager, load_file
-from core.cli import find_experiment, load_components
 from core.config import load_config, parse_overrides
 from core.errors import UserError
+from core.experiments import find_experiment, load_components
 from core.run import Run
 from core.task import schema_for
 
@@ -84,7 +84,7 @@ def test_run_trains_like_the_cli_and_load_predicts_what_the_network_does(xor_run
     accuracy = float(np.mean(predictions == [0, 1, 1, 0]))
     assert accuracy == _summary(xor_run)["eval/accuracy"]
     # The same network, rebuilt here from the config and the checkpoint file.
-    from core.classifier import mlp_classifier
+    from supervised.classifier import mlp_classifier
 
     network = mlp_classifier(classifier.config.model, (2,), 2)
     network.load_state_dict(_newest_state(xor_run)["task"]["model"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.classifier import DATASETS, ClassifierDataConfig
+from core.classification import DATASETS, ClassifierDataConfig
 from core.cli import main
 from core.config import build_config, parse_yaml
 from core.optim import build_optimizer

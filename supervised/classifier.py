@@ -8,38 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.classification import DATASETS, MODELS, ClassificationData, ClassifierDataConfig, ClassifierModelConfig
 from core.config import ExperimentConfig, RunConfig
 from core.errors import UserError
 from core.nets import MLP, init_weights
 from core.optim import OptimConfig, Optimizer
-from core.registry import Registry
 from core.run import Run
+from core.sampling import ShuffledBatches
 from core.task import TASKS, Task
-
-
-@dataclass
-class ClassifierDataConfig:
-    """Which dataset to classify."""
-
-    name: str = "xor"  # registered dataset (`rlgen list` shows them)
-    root: Optional[str] = None  # folder with the dataset's files, for datasets read from disk
-
-
-@dataclass
-class ClassifierModelConfig:
-    """The classifier network; defaults are Rumelhart et al.'s 2-2-1 sigmoid XOR net (two logits here)."""
-
-    name: str = "mlp"  # registered classifier network
-    hidden: List[int] = field(default_factory=lambda: [2])  # hidden layer widths
-    activation: str = "sigmoid"  # hidden activation (see core.nets.ACTIVATIONS)
-    layer_norm: bool = False  # layer norm after each hidden linear layer
-    init: str = "default"  # weight initialisation scheme (see core.nets.init_weights)
 
 
 @dataclass
@@ -64,20 +46,6 @@ class ClassifierConfig(ExperimentConfig):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="sgd", lr=0.5, momentum=0.9))
     train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(log_every=50, eval_every=500, checkpoint_every=500))
-
-
-class ClassificationData(NamedTuple):
-    """A labelled dataset held on the training device."""
-
-    train_inputs: torch.Tensor
-    train_labels: torch.Tensor
-    test_inputs: torch.Tensor
-    test_labels: torch.Tensor
-    num_classes: int
-
-
-DATASETS: Registry[Callable[[ClassifierDataConfig, torch.device], ClassificationData]] = Registry("dataset")
-MODELS: Registry[Callable[[ClassifierModelConfig, tuple[int, ...], int], nn.Module]] = Registry("classifier model")
 
 
 def truth_table(outputs: list[int], device: torch.device) -> ClassificationData:
@@ -123,6 +91,7 @@ class ClassifierTask(Task):
     Config = ClassifierConfig
     summary_metrics = ("eval/accuracy", "eval/loss")
     length_keys = ("train.steps",)
+    state_attributes = ("model", "optimizer", "batches", "training_seconds", "reached_target")
 
     def __init__(self, config: ClassifierConfig, run: Run, device: torch.device) -> None:
         super().__init__(config, run, device)
@@ -136,10 +105,7 @@ class ClassifierTask(Task):
         self.model = self.precision.prepare(init_weights(model, config.model.init).to(device))
         self.optimizer = Optimizer(config.optim, self.model.parameters(), total_steps=config.train.steps)
         size = len(self.data.train_labels)
-        self.batch_size = min(config.train.batch_size or size, size)
-        self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self.order = torch.randperm(size, generator=self.generator, device=device)
-        self.cursor = 0
+        self.batches = ShuffledBatches(size, min(config.train.batch_size or size, size), device, seed=config.seed)
         # Seconds spent training (evaluations excluded) and the (step, seconds) of the first evaluation that
         # reached train.target_accuracy: how fast an optimizer gets there, comparable across runs and resumes.
         self.training_seconds = 0.0
@@ -150,16 +116,8 @@ class ClassifierTask(Task):
     def total_steps(self) -> int:
         return self.config.train.steps
 
-    def _next_indices(self) -> torch.Tensor:
-        if self.cursor + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.order), generator=self.generator, device=self.device)
-            self.cursor = 0
-        indices = self.order[self.cursor : self.cursor + self.batch_size]
-        self.cursor += self.batch_size
-        return indices
-
     def train_step(self) -> dict[str, torch.Tensor]:
-        indices = self._next_indices()
+        indices = self.batches.next_indices()
         logits = self.model(self.precision.images(self.data.train_inputs[indices])).float()
         loss = F.cross_entropy(logits, self.data.train_labels[indices])
         figures = self.optimizer.step(loss)
@@ -188,25 +146,6 @@ class ClassifierTask(Task):
         self._clock = time.perf_counter()
         return metrics
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "order": self.order,
-            "cursor": self.cursor,
-            "training_seconds": self.training_seconds,
-            "reached_target": self.reached_target,
-        }
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu())
-        self.order = state["order"].to(self.device)
-        self.cursor = state["cursor"]
-        # A checkpoint written before these were kept resumes as a run that has not reached its target yet, its
-        # training seconds counted from the resume.
-        self.training_seconds = state.get("training_seconds", 0.0)
-        self.reached_target = state.get("reached_target")
+        super().load_state_dict(state)
         self._clock = time.perf_counter()
