@@ -224,7 +224,9 @@ class LayerwiseTask(ImageTask):
         if final:
             metrics.update({"eval/log_z_low": estimate.low, "eval/log_z_high": estimate.high,
                             "eval/ais_runs": float(runs), "eval/ais_temperatures": float(temperatures),
-                            "eval/ais_seconds": seconds, "eval/test_images": float(images.shape[0])})
+                            "eval/ais_seconds": seconds, "eval/test_images": float(images.shape[0]),
+                            "eval/ais_log_weight_std": estimate.log_weight_std,
+                            "eval/ais_effective_runs": estimate.effective_runs})
         if min(top.visible, top.hidden) <= EXACT_UNITS:
             exact = exact_log_partition(top).item()
             metrics.update({"eval/log_z_exact": exact,

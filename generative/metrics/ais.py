@@ -35,6 +35,10 @@ class LogPartition(NamedTuple):
     high: float
     runs: int
     temperatures: int
+    # How far the runs agree: the standard deviation of the log importance weights, and the effective number of
+    # runs (sum w)^2 / sum w^2 (Kish). A few runs holding most of the weight mean log Z is likely underestimated.
+    log_weight_std: float = 0.0
+    effective_runs: float = 1.0
 
 
 def annealing_schedule(temperatures: int = PAPER_TEMPERATURES, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -98,8 +102,10 @@ def _estimate(log_weights: torch.Tensor, log_z_base: float, temperatures: int) -
     spread = 3.0 * scaled.std(unbiased=True) / math.sqrt(runs) if runs > 1 else torch.zeros_like(mean)
     offset = log_z_base + shift.item()
     low = (mean - spread).item()
+    log_weight_std = log_weights.std(unbiased=True).item() if runs > 1 else 0.0
+    effective_runs = (scaled.sum().square() / scaled.square().sum()).item()
     return LogPartition(offset + math.log(mean.item()), offset + math.log(low) if low > 0 else -math.inf,
-                        offset + math.log((mean + spread).item()), runs, temperatures)
+                        offset + math.log((mean + spread).item()), runs, temperatures, log_weight_std, effective_runs)
 
 
 def _states(start: int, stop: int, units: int, device: torch.device) -> torch.Tensor:

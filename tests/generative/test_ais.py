@@ -113,3 +113,16 @@ def test_ais_is_the_same_with_its_progress_lines(monkeypatch, caplog) -> None:
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 30 and lines[0].startswith("AIS (5 runs): 1/30 temperatures (3.3%)")
     assert lines[-1].startswith("AIS (5 runs): 30/30 temperatures in ")
+
+
+def test_weight_spread_figures_match_their_definitions() -> None:
+    log_weights = torch.tensor([0.0, math.log(3.0), -2.0, 1.5], dtype=torch.float64)
+    estimate = ais._estimate(log_weights, log_z_base=10.0, temperatures=5)
+    weights = log_weights.exp()
+    assert estimate.log_z == pytest.approx(10.0 + math.log(weights.mean().item()), abs=1e-12)
+    assert estimate.log_weight_std == pytest.approx(log_weights.std().item(), abs=1e-12)
+    assert estimate.effective_runs == pytest.approx((weights.sum() ** 2 / (weights ** 2).sum()).item(), abs=1e-12)
+    # Equal weights count every run; one weight far above the rest counts as one run.
+    assert ais._estimate(torch.zeros(8, dtype=torch.float64), 0.0, 5).effective_runs == pytest.approx(8.0)
+    assert ais._estimate(torch.tensor([50.0, 0.0, 0.0], dtype=torch.float64), 0.0, 5).effective_runs == \
+        pytest.approx(1.0, abs=1e-12)
