@@ -12,6 +12,7 @@ with no DataLoader workers and no per-item Python. Binarization follows the gene
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -77,7 +78,8 @@ def prepare(images: torch.Tensor, mode: str, threshold: float, generator: torch.
     if mode == "fixed":
         return images.to(torch.float32)
     if mode == "threshold":
-        return (images > round(threshold * 255)).to(torch.float32)
+        # grey / 255 > threshold, in integers: grey > floor(255 threshold) (0.5: on from grey 128, as PyDeep's x >= 0.5)
+        return (images > math.floor(threshold * 255)).to(torch.float32)
     return unit_interval(images)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.errors import UserError
-from core.sampling import DeviceBatches, PersistentChains, fixed_binarization
+from core.sampling import DeviceBatches, PersistentChains, fixed_binarization, prepare
 
 
 def _images(count: int = 50, seed: int = 0) -> torch.Tensor:
@@ -35,7 +35,10 @@ def test_modes_convert_as_defined() -> None:
     order = none.order[:20]
     assert torch.allclose(batch, images[order].float() / 255)
     threshold = DeviceBatches(images, 20, mode="threshold", threshold=0.5, seed=1)
-    assert torch.equal(threshold.next(), (images[order] > 128).float())
+    assert torch.equal(threshold.next(), (images[order].float() / 255 > 0.5).float())
+    levels = torch.tensor([0, 127, 128, 255], dtype=torch.uint8)  # on from grey 128, PyDeep's x >= 0.5
+    assert prepare(levels, "threshold", 0.5, torch.Generator()).tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert prepare(levels, "threshold", 0.499, torch.Generator()).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_dynamic_redraws_every_epoch_and_fixed_does_not() -> None:

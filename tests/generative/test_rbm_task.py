@@ -170,7 +170,7 @@ def test_initial_biases_and_offsets_follow_the_pixels_as_the_model_sees_them(
     run = Run.create(config)
     task = rbm_task.RBMTask(config, run, torch.device("cpu"))
     train = task.data.train.flatten(1)
-    means = (train > 128).float().mean(0) if binarize == "threshold" else train.float().mean(0) / 255
+    means = (train >= 128).float().mean(0) if binarize == "threshold" else train.float().mean(0) / 255
     if binarize == "threshold":
         assert (means - task.data.pixel_means.flatten()).abs().max() > 0.1  # the noise pixels: 0.15 vs 0
     layer = task.dbn.layers[0]
