@@ -103,7 +103,7 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path: Path, monkeypatch, capsy
     assert len(loss_steps) == len(set(loss_steps))
 
 
-def _wait_for_checkpoint(run_root: Path, process: subprocess.Popen, timeout: float = 60.0) -> Path:
+def _wait_for_checkpoint(run_root: Path, process: subprocess.Popen, timeout: float = 180.0) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for run_dir in _run_dirs(run_root):
