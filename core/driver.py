@@ -255,7 +255,10 @@ class Driver:
                         averages = distributed.mean_over_ranks(window.averages(), task.device)
                         self._stop_if_diverged(averages)
                         self.last_train.update(averages)
-                        tb.scalars({**averages, "perf/sps": sps}, step)
+                        # Training wall time so far (this session's stepping, evaluations and checkpoints, plus
+                        # the checkpoint's figure): what a curve against wall-clock hours is drawn from.
+                        wall = self.elapsed_s + time.perf_counter() - session_start
+                        tb.scalars({**averages, "perf/sps": sps, "perf/wall_time_s": wall}, step)
                         window.clear()
                         window_start, window_step = now, step
                     due_eval = (crossed(before, step, settings.eval_every) or last) and self.leader

@@ -39,6 +39,13 @@ def _steps_by_tag(run_dir: Path) -> dict[str, list[int]]:
     return {tag: sorted(found) for tag, found in steps.items()}
 
 
+def _values(run_dir: Path, tag: str) -> dict[int, float]:
+    """step -> the value logged under `tag`, later event files winning."""
+    return {event.step: float(value.tensor.float_val[0]) if value.HasField("tensor") else value.simple_value
+            for path in event_files(run_dir) for event in EventFileLoader(str(path)).Load()
+            for value in event.summary.value if value.tag == tag}
+
+
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     newest = sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1]
     return torch.load(newest, weights_only=True)["task"]["model"]
@@ -56,6 +63,10 @@ def test_xor_run_end_to_end(tmp_path: Path) -> None:
     steps = _steps_by_tag(run_dir)
     assert steps["losses/cross_entropy"] == list(range(10, 1001, 10))
     assert steps["perf/sps"] == list(range(10, 1001, 10))
+    walls = _values(run_dir, "perf/wall_time_s")
+    assert sorted(walls) == list(range(10, 1001, 10))
+    assert 0 < walls[10] and all(walls[a] <= walls[b] for a, b in zip(sorted(walls), sorted(walls)[1:]))
+    assert walls[1000] <= summary["perf/wall_time_s"]
     assert steps["eval/accuracy"] == list(range(100, 1001, 100))
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] != []
     assert len(list((run_dir / "checkpoints").glob("step-*.pt"))) == 3  # keep_checkpoints
@@ -99,6 +110,10 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path: Path, monkeypatch, capsy
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), name
     assert _steps_by_tag(stopped) == _steps_by_tag(straight)
+    # The wall time goes on from the checkpoint's across the resume, and ends at the summary's.
+    walls = _values(stopped, "perf/wall_time_s")
+    assert all(walls[a] <= walls[b] for a, b in zip(sorted(walls), sorted(walls)[1:]))
+    assert walls[600] <= json.loads((stopped / "summary.json").read_text())["perf/wall_time_s"]
     loss_steps = _steps_by_tag(stopped)["losses/cross_entropy"]
     assert len(loss_steps) == len(set(loss_steps))
 
