@@ -30,6 +30,7 @@ from generative.dbn import DBN, DBNLayerConfig, check_propagation, layer_train_c
 from generative.image_task import ImageTask
 from generative.metrics.ais import (ais_log_partition, base_rate_biases, exact_log_partition, mean_log_likelihood,
                                     mean_reconstruction_error, pseudo_log_likelihood)
+from generative.metrics.reverse_ais import reverse_ais_log_likelihoods
 from generative.rbm import RBM, RBMConfig, RBMTrainConfig, RBMTrainer, bernoulli, check_train_config
 
 # Enumerating 2^20 states of the smaller layer takes about a second; beyond that only AIS.
@@ -51,6 +52,12 @@ class RBMEvalConfig:
     grid_snapshots: int = 10  # images of each chain, one every grid_gibbs_steps sweeps
     grid_gibbs_steps: int = 200  # Gibbs sweeps between two images of a chain
     filters: int = 100  # hidden units whose weights are shown as image-shaped filters
+    # RAISE (reverse AIS, Burda et al. 2015) at the final evaluation, a check on AIS that needs no log Z: on this
+    # many test images drawn at random (0 = off; one RBM only), `raise_chains` chains each, over
+    # `raise_temperatures` intervals (0 = ais_temperatures). Costs images x chains / ais_runs times the AIS.
+    raise_images: int = 0
+    raise_chains: int = 1
+    raise_temperatures: int = 0
 
 
 @dataclass
@@ -96,6 +103,8 @@ def _check_eval(settings: RBMEvalConfig) -> None:
                         "filters and grid_gibbs_steps >= 0")
     if min(settings.ais_temperatures, settings.quick_ais_temperatures) < 3:
         raise UserError("eval: ais_temperatures and quick_ais_temperatures must be >= 3 (one per schedule segment)")
+    if settings.raise_images < 0 or settings.raise_chains < 1 or 0 < settings.raise_temperatures < 3:
+        raise UserError("eval: raise_images must be >= 0, raise_chains >= 1, raise_temperatures 0 (the AIS's) or >= 3")
 
 
 class LayerwiseTask(ImageTask):
@@ -116,6 +125,9 @@ class LayerwiseTask(ImageTask):
             if model.hidden < 1 or not 0 < model.mean_clip < 0.5 or not 0 <= model.centering_rate <= 1:
                 raise UserError("model: hidden must be >= 1, mean_clip in (0, 0.5), centering_rate in [0, 1]")
         _check_eval(config.eval)
+        if config.eval.raise_images and len(self.layer_configs) > 1:
+            raise UserError(f"eval.raise_images: RAISE estimates one RBM's log-likelihood; this DBN has "
+                            f"{len(self.layer_configs)} layers")
         # With data-parallel ranks each takes its shard of every global batch and the gradient statistics
         # are averaged over the ranks (RBMTrainer.step).
         super().__init__(config, run, device)
@@ -227,6 +239,8 @@ class LayerwiseTask(ImageTask):
                             "eval/ais_seconds": seconds, "eval/test_images": float(images.shape[0]),
                             "eval/ais_log_weight_std": estimate.log_weight_std,
                             "eval/ais_effective_runs": estimate.effective_runs})
+        if final and settings.raise_images:
+            metrics.update(self._reverse_ais(base, estimate.log_z, generator))
         if min(top.visible, top.hidden) <= EXACT_UNITS:
             exact = exact_log_partition(top).item()
             metrics.update({"eval/log_z_exact": exact,
@@ -236,6 +250,21 @@ class LayerwiseTask(ImageTask):
             metrics["eval/test_reconstruction"] = mean_reconstruction_error(top, images, generator)
         self._log_grids(generator)
         return metrics
+
+    def _reverse_ais(self, base: torch.Tensor, log_z: float, generator: torch.Generator) -> dict[str, float]:
+        """RAISE's mean log-likelihood of randomly drawn test images, beside AIS's on the same images."""
+        settings, rbm = self.config.eval, self.dbn.layers[0]
+        count = min(settings.raise_images, self.test_images.shape[0])
+        chosen = self.test_images[torch.randperm(self.test_images.shape[0], generator=generator,
+                                                 device=self.device)[:count]]
+        temperatures = settings.raise_temperatures or settings.ais_temperatures
+        start = time.perf_counter()
+        estimates = reverse_ais_log_likelihoods(rbm, base, chosen, settings.raise_chains, temperatures, generator)
+        return {"eval/raise_test_loglik": float(estimates.mean()),
+                "eval/test_loglik_on_raise_images": mean_log_likelihood(rbm, chosen, log_z),
+                "eval/raise_test_loglik_std": float(estimates.std()) if count > 1 else 0.0,
+                "eval/raise_images": float(count), "eval/raise_chains": float(settings.raise_chains),
+                "eval/raise_temperatures": float(temperatures), "eval/raise_seconds": time.perf_counter() - start}
 
     def _log_likelihood(self, images: torch.Tensor, log_z: float, generator: torch.Generator) -> float:
         if len(self.dbn.layers) == 1:

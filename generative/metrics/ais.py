@@ -60,6 +60,29 @@ def base_rate_biases(pixel_means: torch.Tensor, clip: float = 1e-3) -> torch.Ten
     return logit(pixel_means.flatten().to(torch.float32), clip)
 
 
+def log_ratio(visible: torch.Tensor, hidden_input: torch.Tensor, bias_difference: torch.Tensor, beta: float,
+              other: float) -> torch.Tensor:
+    """log p_beta*(v) - log p_other*(v) per row (float64), from the hidden input c + v^T W of the RBM B: the
+    difference of like terms, since the ~14,500 small increments would drown in the rounding of two float32 sums."""
+    wide_input = hidden_input.double()
+    return ((beta - other) * (visible @ bias_difference).double()
+            + (F.softplus(beta * wide_input) - F.softplus(other * wide_input)).sum(dim=1))
+
+
+def annealed_gibbs(hidden_input: torch.Tensor, beta: float, base: torch.Tensor, visible_bias: torch.Tensor,
+                   weights: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One Gibbs sweep leaving p_beta invariant, from visibles whose hidden input is given: hiddens see the
+    weights scaled by beta, visibles the mixture of the two models' biases. The new visible states."""
+    hidden = bernoulli(torch.sigmoid(beta * hidden_input), generator)
+    visible_input = (1.0 - beta) * base + beta * torch.addmm(visible_bias, hidden, weights.T)
+    return bernoulli(torch.sigmoid(visible_input), generator)
+
+
+def base_log_partition(base_biases: torch.Tensor, hidden: int) -> float:
+    """log Z_A: the base rate's visibles times 2^hidden from the hiddens, which see no weights at beta = 0."""
+    return F.softplus(base_biases.double()).sum().item() + hidden * math.log(2.0)
+
+
 @torch.no_grad()
 def ais_log_partition(rbm: RBM, base_biases: torch.Tensor, runs: int = 100,
                       temperatures: int = PAPER_TEMPERATURES,
@@ -76,21 +99,11 @@ def ais_log_partition(rbm: RBM, base_biases: torch.Tensor, runs: int = 100,
     with progress_of(temperatures, label, "temperatures") as shown:
         for previous, beta in zip(betas[:-1], betas[1:]):
             hidden_input = torch.addmm(hidden_bias, visible, weights)
-            # log p_k*(v) - log p_{k-1}*(v), as a difference of like terms in float64: the ~14,500 small
-            # increments would otherwise drown in the rounding of two large float32 sums.
-            wide_input = hidden_input.double()
-            log_weights += (beta - previous) * (visible @ bias_difference).double()
-            log_weights += (F.softplus(beta * wide_input) - F.softplus(previous * wide_input)).sum(dim=1)
+            log_weights += log_ratio(visible, hidden_input, bias_difference, beta, previous)
             if beta < 1.0:
-                # One Gibbs sweep leaving p_k invariant: hiddens see the weights scaled by beta, visibles
-                # the mixture of the two models' biases.
-                hidden = bernoulli(torch.sigmoid(beta * hidden_input), generator)
-                visible_input = (1.0 - beta) * base + beta * torch.addmm(visible_bias, hidden, weights.T)
-                visible = bernoulli(torch.sigmoid(visible_input), generator)
+                visible = annealed_gibbs(hidden_input, beta, base, visible_bias, weights, generator)
             shown.advance()
-    # Z_A: the base rate's visibles times 2^hidden from the hiddens, which see no weights at beta = 0.
-    log_z_base = F.softplus(base.double()).sum().item() + rbm.hidden * math.log(2.0)
-    return _estimate(log_weights, log_z_base, temperatures)
+    return _estimate(log_weights, base_log_partition(base, rbm.hidden), temperatures)
 
 
 def _estimate(log_weights: torch.Tensor, log_z_base: float, temperatures: int) -> LogPartition:

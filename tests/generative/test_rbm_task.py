@@ -117,6 +117,14 @@ def test_tiny_rbm_reports_ais_beside_exact_log_z_and_logs_grids(tiny_data: None,
     assert main(["eval", str(run_dir), "eval.ais_runs=10", "eval.ais_temperatures=300"]) == 0
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["step"] == 60 and result["eval/ais_runs"] == 10 and result["eval/ais_temperatures"] == 300
+    assert "eval/raise_test_loglik" not in result  # off unless asked for
+
+    # RAISE on 40 of the 60 test images, beside AIS's estimate on the same images: just below it.
+    assert main(["eval", str(run_dir), "eval.raise_images=40", "eval.raise_temperatures=2000"]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert (result["eval/raise_images"], result["eval/raise_chains"], result["eval/raise_temperatures"]) == (40, 1, 2000)
+    assert result["eval/test_loglik_on_raise_images"] - 0.3 < result["eval/raise_test_loglik"] < \
+        result["eval/test_loglik_on_raise_images"] + 0.1
 
 
 def test_dbn_reports_the_bound_and_rejects_bad_layers(tiny_data: None, tmp_path: Path, capsys) -> None:
@@ -131,6 +139,8 @@ def test_dbn_reports_the_bound_and_rejects_bad_layers(tiny_data: None, tmp_path:
     assert "at least one layer" in capsys.readouterr().err
     assert main(["run", str(DBN_MNIST), f"run.root={tmp_path}", *TINY, "model.layers=[{hidden: 5, method: pdc}]"]) == 2
     assert "model.layers[0].method: unknown 'pdc'" in capsys.readouterr().err
+    assert main(["run", str(DBN_MNIST), f"run.root={tmp_path}", *TINY, "eval.raise_images=10"]) == 2
+    assert "RAISE estimates one RBM's log-likelihood; this DBN has 3 layers" in capsys.readouterr().err
 
 
 def test_bad_rbm_settings_exit_2(tmp_path: Path, capsys) -> None:
@@ -138,6 +148,8 @@ def test_bad_rbm_settings_exit_2(tmp_path: Path, capsys) -> None:
     assert "train.method: unknown 'pcdd'" in capsys.readouterr().err
     assert main(["run", str(RBM_MNIST), f"run.root={tmp_path}", "eval.ais_temperatures=2"]) == 2
     assert "ais_temperatures" in capsys.readouterr().err
+    assert main(["run", str(RBM_MNIST), f"run.root={tmp_path}", "eval.raise_chains=0"]) == 2
+    assert "raise_chains >= 1" in capsys.readouterr().err
 
 
 @needs_mnist
