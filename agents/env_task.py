@@ -17,7 +17,7 @@ class EnvTask(Task):
     """A task that trains an agent on `self.env`, a vector env it builds, and evaluates `self.agent`, which acts
     by `act(obs, epsilon)`. One step counts environment steps summed over the environments."""
 
-    summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return")
+    summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return_last100")
     length_keys = ("train.total_steps",)
     compiles = True  # `compile: true` compiles the Q-networks (benchmarks/update_variants.py)
     # The agent's class, built as Agent(config.agent, config.optim, obs_shape, num_actions, total_updates, device,
@@ -39,7 +39,7 @@ class EnvTask(Task):
         metrics, frames = evaluate_policy(self.agent, self.config.env, self.config.eval, self.config.seed, self.device)
         if frames is not None:
             log_gameplay(self.run.tb, frames, self.step)
-        return metrics
+        return {**metrics, **self.episodes.training_score()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -146,7 +146,7 @@ def test_resumed_run_ends_with_the_uninterrupted_runs_parameters(tmp_path: Path,
     # Network, optimizer moments, learning-rate schedule and the generator of actions and shuffles.
     _assert_same(_final_state(stopped), _final_state(straight), "agent")
     curves, reference = _scalars(stopped), _scalars(straight)
-    for tag in ("losses/td_loss", "charts/episodic_return", "eval/score_mean"):
+    for tag in ("losses/td_loss", "charts/episodic_return", "charts/episodic_return_last100", "eval/score_mean"):
         assert curves[tag] == reference[tag], tag
 
 
