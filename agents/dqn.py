@@ -17,7 +17,7 @@ from agents.augmentation import make_augmentation
 from agents.exploration import epsilon_greedy
 from core.averaging import average_into
 from core.errors import UserError
-from core.nets import MLP, NORMS, DuelingHead, NatureTorso
+from core.nets import MLP, NORMS, DuelingHead, NatureTorso, init_weights
 from core.optim import OptimConfig, Optimizer
 from core.precision import Precision
 from core.registry import unknown_name_message
@@ -30,7 +30,10 @@ class DQNAgentConfig:
     network: str = "nature"  # nature (conv torso, pixel stacks) | mlp (vector observations)
     mlp_hidden: List[int] = field(default_factory=lambda: [120, 84])  # hidden widths of the mlp network
     norm: str = "none"  # none | layer: LayerNorm after every torso layer (PQN's network, Gallici et al. 2024)
+    padding: str = "valid"  # valid (the Nature net: 7x7x64 into the dense layer) | same (flax's, Dopamine's: 11x11x64)
     dueling: bool = False  # dueling head: Q = V + A - mean(A)
+    dueling_hidden: int = 512  # hidden units in each dueling stream (Wang et al.); 0: linear streams (Dopamine)
+    init: str = "default"  # weight initialisation (core.nets.INIT_SCHEMES): default (torch's) | xavier_uniform (Dopamine's) | ...
     double: bool = False  # Double DQN: the online net picks the next action, the target net values it
     loss: str = "huber"  # huber (Nature's error clipping to [-1, 1]) | mse
     gamma: float = 0.99  # discount factor
@@ -58,7 +61,7 @@ class QNetwork(nn.Module):
     def __init__(self, config: DQNAgentConfig, obs_shape: tuple[int, ...], num_actions: int) -> None:
         super().__init__()
         if config.network == "nature":
-            torso: nn.Module = NatureTorso(in_channels=obs_shape[0], norm=config.norm)
+            torso: nn.Module = NatureTorso(in_channels=obs_shape[0], norm=config.norm, padding=config.padding)
             features = torso.out_features
         elif config.network == "mlp":
             features = config.mlp_hidden[-1]
@@ -73,8 +76,12 @@ class QNetwork(nn.Module):
                                                     layer_norm=config.norm == "layer"), *norm, nn.ReLU())
         else:
             raise UserError(f"agent.network: unknown network {config.network!r}; valid: mlp, nature")
+        if config.dueling_hidden < 0:
+            raise UserError(f"agent.dueling_hidden must be >= 0 (0: linear streams), got {config.dueling_hidden}")
         self.torso = torso
-        self.head = DuelingHead(features, num_actions) if config.dueling else nn.Linear(features, num_actions)
+        self.head = (DuelingHead(features, num_actions, hidden=config.dueling_hidden) if config.dueling
+                     else nn.Linear(features, num_actions))
+        init_weights(self, config.init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-values in float32 also under a bfloat16 autocast: TD targets and losses are computed from them."""

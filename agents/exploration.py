@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 
 
-def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
-    """`start` at step 0, `end` from `decay_steps` on, linear in between (Mnih et al. 2015's schedule)."""
-    fraction = min(step / max(decay_steps, 1), 1.0)
+def linear_epsilon(step: int, start: float, end: float, decay_steps: int, warmup_steps: int = 0) -> float:
+    """`start` until `warmup_steps`, then linear to `end` over `decay_steps` (Mnih et al. 2015's schedule with no
+    warm-up; Dopamine's linearly_decaying_epsilon holds 1 for its min_replay_history first)."""
+    fraction = min(max(step - warmup_steps, 0) / max(decay_steps, 1), 1.0)
     return start + fraction * (end - start)
 
 

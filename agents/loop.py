@@ -46,6 +46,7 @@ class DQNTrainConfig:
     epsilon_start: float = 1.0  # exploration at the start
     epsilon_end: float = 0.1  # exploration after the decay
     epsilon_decay_steps: int = 1_000_000  # environment steps of the linear decay
+    epsilon_warmup_steps: int = 0  # environment steps at epsilon_start before the decay begins (Dopamine: learning_starts)
 
 
 @dataclass
@@ -80,6 +81,8 @@ class DQNTask(EnvTask):
         train = config.train
         if train.train_every < 1 or train.batch_size < 1:
             raise UserError("train.train_every and train.batch_size must be at least 1")
+        if train.epsilon_warmup_steps < 0:
+            raise UserError(f"train.epsilon_warmup_steps must be >= 0, got {train.epsilon_warmup_steps}")
         self.env = make_env(config.env, seed=config.seed)
         self.num_envs = self.env.num_envs
         total_updates = max(train.total_steps - train.learning_starts, 0) // train.train_every
@@ -105,9 +108,11 @@ class DQNTask(EnvTask):
         self.update_credit = 0.0
 
     def epsilon(self) -> float:
-        """Linear decay from epsilon_start to epsilon_end over epsilon_decay_steps environment steps."""
+        """epsilon_start for epsilon_warmup_steps, then a linear decay to epsilon_end over epsilon_decay_steps
+        environment steps."""
         train = self.config.train
-        return linear_epsilon(self.step, train.epsilon_start, train.epsilon_end, train.epsilon_decay_steps)
+        return linear_epsilon(self.step, train.epsilon_start, train.epsilon_end, train.epsilon_decay_steps,
+                              train.epsilon_warmup_steps)
 
     def progress_phases(self) -> dict[str, int]:
         # A step learns once its count reaches learning_starts (see train_step): random play runs ~20x faster.

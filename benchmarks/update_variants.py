@@ -1,5 +1,7 @@
 """One Nature-DQN update (batch 32, Adam, rlgen's agent) under each way of computing it: float32 in the usual
-layout, channels-last, bfloat16 autocast, both, and `compile: true` (torch.compile of the networks, float32).
+layout, channels-last, bfloat16 autocast, both, and `compile: true` (torch.compile of the networks, float32),
+and the float32 update of drq_breakout_100k.yaml's network (Dopamine's: SAME padding, linear dueling streams)
+beside its network before (VALID, a hidden layer in each dueling stream).
 The variants alternate in rounds and each is timed relative to float32 within its round; the medians are
 printed as one JSON object, with the CPU's bfloat16 support and torch.compile's first-call (compile) time.
 
@@ -20,13 +22,19 @@ from core.device import resolve_device
 from core.optim import OptimConfig
 from core.precision import Precision, cpu_flags, native_bf16
 
-VARIANTS = {  # name -> (precision, channels-last, compiled)
-    "fp32": ("fp32", False, False),
-    "fp32_channels_last": ("fp32", True, False),
-    "bf16": ("bf16", False, False),
-    "bf16_channels_last": ("bf16", True, False),
-    "fp32_compiled": ("fp32", False, True),
-    "fp32_channels_last_compiled": ("fp32", True, True),
+# drq_breakout_100k.yaml's network and rule (Dopamine's): SAME convolutions, linear dueling streams, Double DQN;
+# and the same rule on the network its seeds used before session 11 (VALID, 512 hidden units per dueling stream).
+DRQ_NETWORK = {"padding": "same", "dueling": True, "dueling_hidden": 0, "init": "xavier_uniform", "double": True}
+DRQ_NETWORK_BEFORE = {"dueling": True, "double": True}
+VARIANTS = {  # name -> (precision, channels-last, compiled, agent settings beside the Nature DQN's)
+    "fp32": ("fp32", False, False, {}),
+    "fp32_channels_last": ("fp32", True, False, {}),
+    "bf16": ("bf16", False, False, {}),
+    "bf16_channels_last": ("bf16", True, False, {}),
+    "fp32_compiled": ("fp32", False, True, {}),
+    "fp32_channels_last_compiled": ("fp32", True, True, {}),
+    "fp32_drq_network": ("fp32", False, False, DRQ_NETWORK),
+    "fp32_drq_network_before": ("fp32", False, False, DRQ_NETWORK_BEFORE),
 }
 
 
@@ -40,11 +48,11 @@ def _batch(device: torch.device, size: int = 32) -> Batch:
 
 def _update(name: str, device: torch.device, batch: Batch) -> tuple[Callable[[], None], float]:
     """The variant's update as a call, and the seconds its first call took (compilation for compiled ones)."""
-    dtype, channels_last, compiled = VARIANTS[name]
+    dtype, channels_last, compiled, settings = VARIANTS[name]
     precision = Precision(dtype, device.type, channels_last, compile_networks=compiled)
     torch.manual_seed(0)
-    agent = DQNAgent(DQNAgentConfig(loss="mse"), OptimConfig(name="adam", lr=1e-4), (4, 84, 84), 4, 10**6, device,
-                     seed=0, precision=precision)
+    agent = DQNAgent(DQNAgentConfig(loss="mse", **settings), OptimConfig(name="adam", lr=1e-4), (4, 84, 84), 4,
+                     10**6, device, seed=0, precision=precision)
 
     def update() -> None:
         with precision.autocast():

@@ -59,6 +59,18 @@ class MLP(nn.Sequential):
 
 
 NORMS = ("none", "layer")
+PADDINGS = ("valid", "same")
+# The Nature convolutions as (out channels, kernel, stride), on 84x84 frames.
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+FRAME_SIZE = 84
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TensorFlow's (and flax's) SAME padding of one axis: the output size ceil(size / stride) and the zeros
+    before and after, the odd one after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
 
 
 def is_channels_last(weight: torch.Tensor) -> bool:
@@ -68,26 +80,43 @@ def is_channels_last(weight: torch.Tensor) -> bool:
 
 class NatureTorso(nn.Module):
     """Mnih et al. (2015) convolutions: (B, 4, 84, 84) -> 512 features, with LayerNorm after every layer when
-    `norm` is `layer` (PQN, Gallici et al. 2024). uint8 frames are scaled by 1/255 here, so replay memories can
-    keep them as bytes; float input is used as it is. Input arrives in the layout of the first convolution's
-    weights (channels-last or not) in the same copy that converts the bytes."""
+    `norm` is `layer` (PQN, Gallici et al. 2024). `padding` `valid` is the Nature net's (7x7x64 into the dense
+    layer); `same` pads each convolution as flax does (11x11x64), the network of Dopamine's JAX agents.
+    uint8 frames are scaled by 1/255 here, so replay memories can keep them as bytes; float input is used as it
+    is. Input arrives in the layout of the first convolution's weights (channels-last or not) in the same copy
+    that converts the bytes."""
 
     out_features = 512
 
-    def __init__(self, in_channels: int = 4, norm: str = "none") -> None:
+    def __init__(self, in_channels: int = 4, norm: str = "none", padding: str = "valid") -> None:
         super().__init__()
         if norm not in NORMS:
             raise UserError(unknown_name_message("norm", norm, list(NORMS)))
+        if padding not in PADDINGS:
+            raise UserError(unknown_name_message("padding", padding, list(PADDINGS)))
 
         def normed(*shape: int) -> list[nn.Module]:
             return [nn.LayerNorm(list(shape))] if norm == "layer" else []
 
+        layers: list[nn.Module] = []
+        # (left, right, top, bottom) zeros before each convolution; the first one's are applied in forward.
+        self.paddings: list[tuple[int, int, int, int]] = []
+        size, channels = FRAME_SIZE, in_channels
+        for index, (out_channels, kernel, stride) in enumerate(NATURE_CONVS):
+            if padding == "same":
+                size, before, after = same_padding(size, kernel, stride)
+                self.paddings.append((before, after, before, after))
+                if index > 0:
+                    layers.append(nn.ZeroPad2d(self.paddings[-1]))
+            else:
+                size = (size - kernel) // stride + 1
+                self.paddings.append((0, 0, 0, 0))
+            layers += [nn.Conv2d(channels, out_channels, kernel, stride=stride), *normed(out_channels, size, size),
+                       nn.ReLU()]
+            channels = out_channels
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 8, stride=4), *normed(32, 20, 20), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), *normed(64, 9, 9), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), *normed(64, 7, 7), nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, self.out_features), *normed(self.out_features), nn.ReLU(),
+            *layers, nn.Flatten(),
+            nn.Linear(channels * size * size, self.out_features), *normed(self.out_features), nn.ReLU(),
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -103,6 +132,8 @@ class NatureTorso(nn.Module):
             obs, weight = obs.to(dtype, memory_format=layout), weight / 255.0
         else:
             obs = obs.contiguous(memory_format=layout)
+        if any(self.paddings[0]):
+            obs = F.pad(obs, self.paddings[0])
         features = F.conv2d(obs, weight, first.bias, first.stride)
         for layer in rest:
             features = layer(features)
@@ -110,12 +141,20 @@ class NatureTorso(nn.Module):
 
 
 class DuelingHead(nn.Module):
-    """Wang et al. (2016): separate value and advantage streams, Q = V + A - mean(A)."""
+    """Wang et al. (2016): separate value and advantage streams, Q = V + A - mean(A). Each stream has a hidden
+    layer of `hidden` units (Wang et al.'s 512), or none for `hidden=0`: two linear outputs on the shared
+    features, as Dopamine's FullRainbowNetwork has them."""
 
     def __init__(self, in_features: int, num_actions: int, hidden: int = 512) -> None:
         super().__init__()
-        self.value = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.advantage = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_actions))
+
+        def stream(outputs: int) -> nn.Module:
+            if hidden == 0:
+                return nn.Linear(in_features, outputs)
+            return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+
+        self.value = stream(1)
+        self.advantage = stream(num_actions)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, in_features) -> (B, num_actions) Q-values."""

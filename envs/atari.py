@@ -1,7 +1,7 @@
 """Atari games through ale-py's `AtariVectorEnv`, under the Nature or the Machado evaluation protocol.
 
 ale-py's C++ threads do all the preprocessing (frame skip 4, max-pool of the last two frames, 84x84
-grey resize, stack of 4, random no-op starts, FIRE on reset); this module only picks its settings and
+grey resize, stack of 4, random no-op starts, FIRE on reset unless `env.fire_reset` is false); this module only picks its settings and
 keeps the whole-game bookkeeping. Rewards are never clipped here, so the reported score is the real one.
 
 ale-py hands out only the preprocessed stacks. For videos (`render=True`) a second vector env with the same
@@ -89,6 +89,7 @@ def vector_env_settings(cfg: EnvConfig, evaluation: bool) -> dict[str, Any]:
         episodic_life=False,
         life_loss_info=protocol.life_loss_terminal and not evaluation,
         reward_clipping=False,
+        use_fire_reset=cfg.fire_reset,
         num_threads=cfg.num_threads,
         autoreset_mode=AutoresetMode.NEXT_STEP,
     )

@@ -30,6 +30,7 @@ class EnvConfig:
     max_episode_frames: int = 108000  # atari: truncate a game after this many frames of play (4 a step)
     repeat_action_probability: Optional[float] = None  # atari: sticky actions; None: the protocol's value
     num_threads: int = 0  # atari: emulator threads; 0 lets ale-py choose
+    fire_reset: bool = True  # atari: ale-py presses FIRE when a game starts; false leaves it to the agent (Dopamine)
 
 
 class FinishedGame(NamedTuple):

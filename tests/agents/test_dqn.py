@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from agents.dqn import Batch, DQNAgent, DQNAgentConfig, QNetwork, td_loss
+from agents.exploration import linear_epsilon
+from core.errors import UserError
 from core.optim import OptimConfig
 
 
@@ -121,3 +123,31 @@ def test_epsilon_greedy_acting() -> None:
     assert torch.equal(agent.act(obs, epsilon=0.0), greedy)
     exploring = agent.act(obs, epsilon=1.0)
     assert 0.4 < (exploring == 0).float().mean().item() < 0.6
+
+
+def test_dopamines_network_by_hand() -> None:
+    """agent.padding=same, dueling_hidden=0, init=xavier_uniform: the parameters of Dopamine's FullRainbowNetwork
+    without distributions or noise (flax SAME convolutions, one 512 dense layer, two linear dueling outputs)."""
+    config = DQNAgentConfig(padding="same", dueling=True, dueling_hidden=0, init="xavier_uniform")
+    net = QNetwork(config, (4, 84, 84), 4)
+    convs = (4 * 32 * 8 * 8 + 32) + (32 * 64 * 4 * 4 + 64) + (64 * 64 * 3 * 3 + 64)
+    assert sum(p.numel() for p in net.parameters()) == convs + (64 * 11 * 11 * 512 + 512) + (512 + 1) + (512 * 4 + 4)
+    for layer in net.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            fan_in, fan_out = layer.weight[0].numel(), layer.weight.shape[0] * layer.weight[0, 0].numel()
+            bound = (6 / (fan_in + fan_out)) ** 0.5  # Glorot & Bengio's uniform limit
+            assert 0.95 * bound < layer.weight.abs().max().item() <= bound
+            assert not layer.bias.any()
+    assert net(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 4)
+    with pytest.raises(UserError, match="dueling_hidden"):
+        QNetwork(DQNAgentConfig(dueling=True, dueling_hidden=-1), (4, 84, 84), 4)
+
+
+@pytest.mark.parametrize("warmup, decay", [(0, 1000), (1600, 5000)])
+def test_epsilon_warmup_matches_dopamines_schedule(warmup: int, decay: int) -> None:
+    """linear_epsilon against dopamine.jax.agents.dqn.dqn_agent.linearly_decaying_epsilon's formula, written out:
+    epsilon + clip((1 - epsilon) * (decay + warmup - step) / decay, 0, 1 - epsilon)."""
+    floor = 0.01
+    for step in range(0, warmup + decay + 500, 7):
+        bonus = min(max((1.0 - floor) * (decay + warmup - step) / decay, 0.0), 1.0 - floor)
+        assert linear_epsilon(step, 1.0, floor, decay, warmup) == pytest.approx(floor + bonus, abs=1e-12)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torch import nn
 from core.errors import UserError
 from core.nets import (
     ACTIVATIONS, MLP, ConvDecoder28, ConvEncoder28, DuelingHead, NatureTorso, init_weights, make_activation,
+    same_padding,
 )
 
 
@@ -37,6 +39,64 @@ def test_nature_torso_scales_bytes_and_leaves_floats_alone() -> None:
     by_bytes = torch.autograd.grad(torso(frames).square().sum(), first)[0]
     by_floats = torch.autograd.grad(torso(frames.float() / 255.0).square().sum(), first)[0]
     assert torch.allclose(by_bytes, by_floats, rtol=1e-4, atol=1e-6)
+
+
+def _same_conv_reference(image: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """A convolution with TensorFlow's SAME padding written out: output ceil(n / stride), the zeros split with the
+    odd one after (TensorFlow's conv2d documentation), one dot product per output pixel."""
+    channels, size, _ = image.shape
+    out_channels, _, kernel, _ = weight.shape
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    padded = np.zeros((channels, size + total, size + total))
+    padded[:, total // 2:total // 2 + size, total // 2:total // 2 + size] = image
+    result = np.empty((out_channels, out, out))
+    for row in range(out):
+        for col in range(out):
+            patch = padded[:, row * stride:row * stride + kernel, col * stride:col * stride + kernel]
+            result[:, row, col] = np.tensordot(weight, patch, axes=3) + bias
+    return result
+
+
+def test_same_padding_torso_matches_a_written_out_reference() -> None:
+    """Dopamine's (flax's) SAME padding: 84 -> 21 -> 11 -> 11, so 7,744 features into the dense layer."""
+    assert [same_padding(84, 8, 4), same_padding(21, 4, 2), same_padding(11, 3, 1)] == [(21, 2, 2), (11, 1, 2), (11, 1, 1)]
+    torch.manual_seed(0)
+    torso = NatureTorso(padding="same")
+    convs = [layer for layer in torso.layers if isinstance(layer, nn.Conv2d)]
+    dense = [layer for layer in torso.layers if isinstance(layer, nn.Linear)][0]
+    assert dense.in_features == 64 * 11 * 11
+    frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    out = torso(frames).detach().numpy()
+    for index in range(2):
+        features = frames[index].numpy().astype(np.float64) / 255.0
+        for conv in convs:
+            features = np.maximum(_same_conv_reference(features, conv.weight.detach().double().numpy(),
+                                                       conv.bias.detach().double().numpy(), conv.stride[0]), 0.0)
+        expected = np.maximum(dense.weight.detach().double().numpy() @ features.reshape(-1)
+                              + dense.bias.detach().double().numpy(), 0.0)
+        np.testing.assert_allclose(out[index], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserError, match="padding"):
+        NatureTorso(padding="full")
+
+
+def test_layer_norm_follows_the_padded_shapes() -> None:
+    torso = NatureTorso(norm="layer", padding="same")
+    shapes = [tuple(layer.normalized_shape) for layer in torso.layers if isinstance(layer, nn.LayerNorm)]
+    assert shapes == [(32, 21, 21), (64, 11, 11), (64, 11, 11), (512,)]
+    assert torso(torch.zeros(1, 4, 84, 84, dtype=torch.uint8)).shape == (1, 512)
+
+
+def test_dueling_head_without_hidden_layers_is_two_linear_outputs() -> None:
+    """Dopamine's FullRainbowNetwork: value and advantage straight from the shared features."""
+    torch.manual_seed(0)
+    head = DuelingHead(16, 5, hidden=0)
+    assert isinstance(head.value, nn.Linear) and isinstance(head.advantage, nn.Linear)
+    assert sum(p.numel() for p in head.parameters()) == 16 * 6 + 6
+    features = torch.randn(7, 16)
+    value = features @ head.value.weight.T + head.value.bias
+    advantage = features @ head.advantage.weight.T + head.advantage.bias
+    assert torch.allclose(head(features), value + advantage - advantage.mean(dim=1, keepdim=True), atol=1e-6)
 
 
 def test_dueling_head_streams() -> None:

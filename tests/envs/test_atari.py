@@ -151,6 +151,20 @@ def test_protocols_choose_sticky_actions_and_action_sets():
         assert env.settings["repeat_action_probability"] == 0.0
 
 
+def test_without_fire_reset_the_agent_serves_the_ball():
+    """ale-py serves Breakout's first ball itself unless fire_reset is off (Dopamine's agents press FIRE)."""
+    def first_life_lost(fire_reset: bool, actions) -> int | None:
+        cfg = EnvConfig(num_envs=1, noop_max=0, num_threads=1, fire_reset=fire_reset)
+        with make_env(cfg, seed=0) as env:
+            assert env.settings["use_fire_reset"] is fire_reset
+            results = play(env, actions, 300)
+        return next((t for t, r in enumerate(results) if r.terminated[0]), None)
+
+    assert first_life_lost(True, lambda t: np.array([NOOP])) is not None
+    assert first_life_lost(False, lambda t: np.array([NOOP])) is None
+    assert first_life_lost(False, lambda t: np.array([FIRE if t == 0 else NOOP])) is not None
+
+
 def test_sticky_actions_reach_the_emulator():
     # With the previous action always repeated the game never sees the agent's: LEFT and RIGHT look alike.
     for repeat, alike in ((1.0, True), (0.0, False)):
