@@ -132,6 +132,9 @@ class DQNAgent:
         self.optimizer = Optimizer(optim, self.online.parameters(), total_steps=max(total_updates, 1))
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.augmentation = make_augmentation(config.augmentation, obs_shape, device, seed)
+        # Synced after every update (DrQ), the target is a copy of the online net, so Double DQN's online argmax
+        # over next_obs is the target's own: one forward pass of next_obs gives the same targets as two.
+        self.double_forward = config.double and not (config.target_update_every == 1 and config.tau == 1.0)
         self.updates = 0
 
     @torch.no_grad()
@@ -144,7 +147,7 @@ class DQNAgent:
         if self.augmentation is not None:
             # Independent shifts for both ends of the transition, as DrQ (K = M = 1) and Dopamine draw them.
             batch = batch._replace(obs=self.augmentation(batch.obs), next_obs=self.augmentation(batch.next_obs))
-        loss, td_error, q_mean = td_loss(self.online, self.target, batch, self.config.double, self.config.loss)
+        loss, td_error, q_mean = td_loss(self.online, self.target, batch, self.double_forward, self.config.loss)
         optimizer_figures = self.optimizer.step(loss)
         self.updates += 1
         if self.updates % self.config.target_update_every == 0 or self.config.tau < 1.0:

@@ -1,7 +1,8 @@
 """One Nature-DQN update (batch 32, Adam, rlgen's agent) under each way of computing it: float32 in the usual
 layout, channels-last, bfloat16 autocast, both, and `compile: true` (torch.compile of the networks, float32),
 and the float32 update of drq_breakout_100k.yaml's network (Dopamine's: SAME padding, linear dueling streams)
-beside its network before (VALID, a hidden layer in each dueling stream).
+beside its network before (VALID, a hidden layer in each dueling stream), and that network's update as the yaml
+runs it (`fp32_drq_recipe`: the target synced after every update, so one forward pass of next_obs serves Double DQN).
 The variants alternate in rounds and each is timed relative to float32 within its round; the medians are
 printed as one JSON object, with the CPU's bfloat16 support and torch.compile's first-call (compile) time.
 
@@ -26,6 +27,7 @@ from core.precision import Precision, cpu_flags, native_bf16
 # and the same rule on the network its seeds used before session 11 (VALID, 512 hidden units per dueling stream).
 DRQ_NETWORK = {"padding": "same", "dueling": True, "dueling_hidden": 0, "init": "xavier_uniform", "double": True}
 DRQ_NETWORK_BEFORE = {"dueling": True, "double": True}
+DRQ_RECIPE = {**DRQ_NETWORK, "target_update_every": 1}
 VARIANTS = {  # name -> (precision, channels-last, compiled, agent settings beside the Nature DQN's)
     "fp32": ("fp32", False, False, {}),
     "fp32_channels_last": ("fp32", True, False, {}),
@@ -35,6 +37,7 @@ VARIANTS = {  # name -> (precision, channels-last, compiled, agent settings besi
     "fp32_channels_last_compiled": ("fp32", True, True, {}),
     "fp32_drq_network": ("fp32", False, False, DRQ_NETWORK),
     "fp32_drq_network_before": ("fp32", False, False, DRQ_NETWORK_BEFORE),
+    "fp32_drq_recipe": ("fp32", False, False, DRQ_RECIPE),
 }
 
 

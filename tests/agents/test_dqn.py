@@ -106,6 +106,26 @@ def test_hard_target_sync_only_every_n_updates() -> None:
     assert all(torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
 
 
+def test_double_dqn_synced_every_update_skips_the_second_forward_and_learns_the_same() -> None:
+    """DrQ's target is the online net of the last update: one next_obs forward gives Double DQN's targets."""
+    shared, reference = _agent(double=True, target_update_every=1), _agent(double=True, target_update_every=1)
+    reference.load_state_dict(shared.state_dict())
+    reference.double_forward = True  # the full Double-DQN computation: the online argmax, then the target's value
+    calls = []
+    shared.online.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        batch = Batch(torch.randn(8, 4, generator=generator), torch.randint(2, (8,), generator=generator),
+                      torch.randn(8, generator=generator), torch.randn(8, 4, generator=generator),
+                      torch.full((8,), 0.9), torch.ones(8))
+        figures, _ = shared.update(batch)
+        expected, _ = reference.update(batch)
+        assert torch.equal(figures["losses/td_loss"], expected["losses/td_loss"])
+    assert calls == [8] * 5  # the online net saw only obs
+    assert all(torch.equal(a, b) for a, b in zip(shared.online.parameters(), reference.online.parameters()))
+    assert _agent(double=True, target_update_every=2).double_forward and not _agent().double_forward
+
+
 def test_soft_target_update_is_polyak_average() -> None:
     agent = _agent(tau=0.1)
     batch = Batch(torch.randn(8, 4), torch.randint(2, (8,)), torch.randn(8), torch.randn(8, 4), torch.full((8,), 0.9),
