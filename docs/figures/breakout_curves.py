@@ -63,7 +63,7 @@ def draw(points: dict[str, list[dict[str, float]]], out: Path) -> None:
         axis.set_ylabel("score (mean of whole games; evaluation +- std)")
         axis.set_ylim(0, 560)  # room above the published lines for the legend
         axis.legend(loc="upper left", fontsize="x-small", ncol=2)
-    by_steps.set(xlabel="env steps (millions)", xlim=(0, 10), title="Breakout: score against env steps")
+    by_steps.set(xlabel="env steps (millions)", xlim=(0, 10.4), title="Breakout: score against env steps")
     by_hours.set(xlabel="hours of training on a shared 2-core CPU", xlim=(0, None),
                  title="against hours of training (hollow: hours interpolated)")
     figure.tight_layout()
