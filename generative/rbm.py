@@ -34,6 +34,9 @@ class RBMConfig:
     mean_clip: float = 1e-3  # data means clipped to [clip, 1 - clip] before the initial log(p / (1 - p))
     centered: bool = False  # Montavon & Müller's centered energy, offsets tracking the data means
     centering_rate: float = 0.01  # sliding-average rate of the offsets (Melchior et al. 2016: 0.01)
+    # An rbm or dbn run folder (its newest good checkpoint) or checkpoint file: the RBM starts from that run's
+    # layer at the same depth instead of random weights (a DBN layer with `epochs: 0` keeps it as trained).
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -53,14 +56,16 @@ class RBMTrainConfig:
     weight_decay: float = 2e-4  # L2 penalty on the weights, not the biases (rbm.m: 0.0002)
 
 
-def check_train_config(config: RBMTrainConfig, key: str = "train") -> None:
-    """One clear UserError for a setting no RBM can train with."""
+def check_train_config(config: RBMTrainConfig, key: str = "train", untrained: bool = False) -> None:
+    """One clear UserError for a setting no RBM can train with; `untrained` allows 0 epochs (a loaded layer)."""
     if config.method not in METHODS:
         raise UserError(f"{key}.method: unknown {config.method!r}; valid: {', '.join(METHODS)}")
     if config.lr_schedule not in LR_SCHEDULES:
         raise UserError(f"{key}.lr_schedule: unknown {config.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
-    if config.gibbs_steps < 1 or config.chains < 0 or config.epochs <= 0 or config.lr <= 0:
+    if config.gibbs_steps < 1 or config.chains < 0 or config.lr <= 0 or config.epochs < 0:
         raise UserError(f"{key}: gibbs_steps must be >= 1, chains >= 0, epochs and lr > 0")
+    if config.epochs == 0 and not untrained:
+        raise UserError(f"{key}.epochs: must be > 0 (0 is for a DBN layer that starts from a trained RBM, init_from)")
     if not (0 <= config.momentum < 1 and 0 <= config.initial_momentum < 1) or config.weight_decay < 0:
         raise UserError(f"{key}: momentum and initial_momentum must lie in [0, 1), weight_decay >= 0")
 

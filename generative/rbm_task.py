@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import math
-from abc import abstractmethod
 import time
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, List
 
@@ -32,6 +33,9 @@ from generative.metrics.ais import (ais_log_partition, base_rate_biases, exact_l
                                     mean_reconstruction_error, pseudo_log_likelihood)
 from generative.metrics.reverse_ais import reverse_ais_log_likelihoods
 from generative.rbm import RBM, RBMConfig, RBMTrainConfig, RBMTrainer, bernoulli, check_train_config
+from generative.rbm_init import trained_rbm
+
+log = logging.getLogger("rlgen")
 
 # Enumerating 2^20 states of the smaller layer takes about a second; beyond that only AIS.
 EXACT_UNITS = 20
@@ -121,7 +125,7 @@ class LayerwiseTask(ImageTask):
     def __init__(self, config: Any, run: Run, device: torch.device) -> None:
         self.layer_configs = self._layers(config)
         for index, (model, train) in enumerate(self.layer_configs):
-            check_train_config(train, self._settings_key(index))
+            check_train_config(train, self._settings_key(index), untrained=bool(model.init_from))
             if model.hidden < 1 or not 0 < model.mean_clip < 0.5 or not 0 <= model.centering_rate <= 1:
                 raise UserError("model: hidden must be >= 1, mean_clip in (0, 0.5), centering_rate in [0, 1]")
         _check_eval(config.eval)
@@ -132,12 +136,14 @@ class LayerwiseTask(ImageTask):
         # are averaged over the ranks (RBMTrainer.step).
         super().__init__(config, run, device)
         self.test_images = self.test_images.flatten(1)
-        steps = [self.steps_for(train.epochs) for _, train in self.layer_configs]
+        steps = [self.steps_for(train.epochs) if train.epochs else 0 for _, train in self.layer_configs]
+        if not sum(steps):
+            raise UserError("every layer has epochs 0: nothing to train (`rlgen eval` evaluates a trained run)")
         self.layer_ends = [sum(steps[:index + 1]) for index in range(len(steps))]
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.input_means: dict[int, torch.Tensor] = {}
         self.dbn = DBN([])
-        self._start_layer(0)
+        self._start_due_layers(training=True)
         self._separate_rank_streams()
 
     @abstractmethod
@@ -147,6 +153,10 @@ class LayerwiseTask(ImageTask):
     def _settings_key(self, index: int) -> str:
         """Where the training settings of layer `index` come from, for error messages."""
         return "train"
+
+    def _model_key(self, index: int) -> str:
+        """Where the RBM settings of layer `index` come from, for error messages."""
+        return "model"
 
     @property
     def total_steps(self) -> int:
@@ -196,18 +206,39 @@ class LayerwiseTask(ImageTask):
                 self.input_means[depth] = total / images.shape[0]
         return self.input_means[depth]
 
+    def _start_due_layers(self, training: bool) -> None:
+        """Start each layer whose turn has come by this step: the one about to train (when `training`) and the
+        loaded ones that train for 0 epochs, which sit between it and the layers below or on top of the stack."""
+        while (index := len(self.dbn.layers)) < len(self.layer_configs) and self._layer_start(index) <= self.step \
+                and (training or self.layer_ends[index] == self._layer_start(index)):
+            self._start_layer(index)
+
     def _start_layer(self, index: int) -> None:
-        """A new top RBM on what the layers below make of the data, initialised from its mean input."""
+        """A new top RBM on what the layers below make of the data: initialised from its mean input, or loaded
+        from the trained run that `init_from` names."""
         model, _ = self.layer_configs[index]
-        layer = RBM.initialise(self._input_mean(index), model, self.generator)
+        if model.init_from:
+            layer = self._loaded_layer(index, model)
+        else:
+            layer = RBM.initialise(self._input_mean(index), model, self.generator)
         distributed.broadcast_tensors(list(layer.state_dict().values()))  # every rank starts from rank 0's
         self.dbn.layers.append(layer)
         self.trainer = self._trainer(index)
 
+    def _loaded_layer(self, index: int, model: RBMConfig) -> RBM:
+        """Layer `index` of the run `model.init_from` names, checked against the units below and `model.hidden`."""
+        key = f"{self._model_key(index)}.init_from"
+        loaded = trained_rbm(model.init_from, index, key, self.device)
+        visible = self.dbn.layers[index - 1].hidden if index else self.test_images.shape[1]
+        if (loaded.rbm.visible, loaded.rbm.hidden) != (visible, model.hidden):
+            raise UserError(f"{key}: {loaded.checkpoint} has a {loaded.rbm.visible}-{loaded.rbm.hidden} RBM at depth "
+                            f"{index}; this layer is {visible}-{model.hidden} ({self._model_key(index)}.hidden)")
+        log.info("layer %d starts from %s (step %d)", index, loaded.checkpoint, loaded.step)
+        return loaded.rbm
+
     def train_step(self) -> dict[str, torch.Tensor]:
         layer = bisect.bisect_right(self.layer_ends, self.step)
-        if layer == len(self.dbn.layers):
-            self._start_layer(layer)
+        self._start_due_layers(training=True)
         data = self.dbn.up(self.batches.next().flatten(1), layer, self.sample_inputs, self.generator)
         local_step = self.step - self._layer_start(layer)
         figures: dict[str, Any] = self.trainer.step(data, local_step)
@@ -220,6 +251,7 @@ class LayerwiseTask(ImageTask):
 
     @torch.no_grad()
     def evaluate(self, final: bool = False) -> dict[str, float]:
+        self._start_due_layers(training=False)
         settings, top = self.config.eval, self.dbn.layers[-1]
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
         depth = len(self.dbn.layers) - 1
@@ -346,6 +378,9 @@ class DBNTask(LayerwiseTask):
         return [(layer, layer_train_config(config.train, layer)) for layer in model.layers]
 
     def _settings_key(self, index: int) -> str:
+        return f"model.layers[{index}]"
+
+    def _model_key(self, index: int) -> str:
         return f"model.layers[{index}]"
 
     @property

@@ -143,6 +143,58 @@ def test_dbn_reports_the_bound_and_rejects_bad_layers(tiny_data: None, tmp_path:
     assert "RAISE estimates one RBM's log-likelihood; this DBN has 3 layers" in capsys.readouterr().err
 
 
+def _newest_checkpoint(run_dir: Path) -> Path:
+    return sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1]
+
+
+def test_dbn_layers_start_from_trained_runs_and_keep_them_with_zero_epochs(
+        tiny_data: None, tmp_path: Path, capsys) -> None:
+    rbm_dir = _run(RBM_MNIST, tmp_path / "rbm", *TINY, "model.hidden=8", "train.epochs=1", "run.eval_every=1000")
+    trained = load_file(_newest_checkpoint(rbm_dir))["task"]["layers"][0]
+    on_rbm = f"model.layers=[{{hidden: 8, init_from: {rbm_dir}, epochs: 0}}, {{hidden: 6, epochs: 1}}]"
+    dbn_dir = _run(DBN_MNIST, tmp_path / "dbn", *TINY, on_rbm, "run.eval_every=1000")
+    state = load_file(_newest_checkpoint(dbn_dir))
+    bottom, top = state["task"]["layers"]
+    assert state["driver"]["step"] == 30  # the second layer's 300 / 10 updates only
+    for name, tensor in trained.items():
+        assert torch.equal(bottom[name], tensor), name
+    assert top["weights"].shape == (8, 6) and top["weights"].abs().max() > 0.05  # trained from 0.01-sized noise
+    summary = json.loads((dbn_dir / "summary.json").read_text())
+    assert abs(summary["eval/test_loglik_bound"] - summary["eval/test_loglik_bound_exact"]) < 0.2
+
+    # A checkpoint file for the bottom, a DBN run's second layer in the middle, a new layer on top.
+    stacked = (f"model.layers=[{{hidden: 8, init_from: {_newest_checkpoint(rbm_dir)}, epochs: 0}}, "
+               f"{{hidden: 6, init_from: {dbn_dir}, epochs: 0}}, {{hidden: 4, epochs: 0.5}}]")
+    three = _run(DBN_MNIST, tmp_path / "three", *TINY, stacked, "run.eval_every=1000")
+    layers = load_file(_newest_checkpoint(three))["task"]["layers"]
+    assert [layer["weights"].shape for layer in layers] == [(20, 8), (8, 6), (6, 4)]
+    assert torch.equal(layers[1]["weights"], top["weights"]) and torch.equal(layers[0]["weights"], bottom["weights"])
+
+    bad = {f"model.layers=[{{hidden: 9, init_from: {rbm_dir}, epochs: 0}}, {{hidden: 6}}]":
+           "has a 20-8 RBM at depth 0; this layer is 20-9",
+           f"model.layers=[{{hidden: 8}}, {{hidden: 6, init_from: {rbm_dir}}}]": "holds 1 trained layer(s), none at depth 1",
+           f"model.layers=[{{hidden: 8, init_from: {tmp_path / 'nowhere'}}}]": "does not exist",
+           f"model.layers=[{{hidden: 8, init_from: {tmp_path}}}]": "not a run directory",
+           "model.layers=[{hidden: 8, epochs: 0}, {hidden: 6}]": "model.layers[0].epochs: must be > 0",
+           f"model.layers=[{{hidden: 8, init_from: {rbm_dir}, epochs: 0}}]": "nothing to train"}
+    for layers_override, message in bad.items():
+        assert main(["run", str(DBN_MNIST), f"run.root={tmp_path / 'bad'}", *TINY, layers_override]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_rbm_trains_on_from_a_trained_run(tiny_data: None, tmp_path: Path) -> None:
+    """CD-1, then more updates by CD-5 from where it ended: the second run's first update moves the first run's
+    weights by a small step; a run that started from fresh noise would differ from them by their whole size."""
+    first = _run(RBM_MNIST, tmp_path / "cd1", *TINY_RBM, "train.epochs=1", "run.eval_every=1000")
+    trained = load_file(_newest_checkpoint(first))["task"]["layers"][0]
+    second = _run(RBM_MNIST, tmp_path / "cd5", *TINY_RBM, f"model.init_from={first}", "train.epochs=0.1",
+                  "train.gibbs_steps=5", "run.eval_every=1000", "run.checkpoint_every=1",
+                  "run.keep_checkpoints=5")
+    after_one = load_file(second / "checkpoints" / "step-000000000001.pt")["task"]["layers"][0]
+    change = (after_one["weights"] - trained["weights"]).abs()
+    assert 0 < change.max() < 0.05 * trained["weights"].abs().max()
+
+
 def test_bad_rbm_settings_exit_2(tmp_path: Path, capsys) -> None:
     assert main(["run", str(RBM_MNIST), f"run.root={tmp_path}", "train.method=pcdd"]) == 2
     assert "train.method: unknown 'pcdd'" in capsys.readouterr().err
