@@ -170,6 +170,13 @@ def test_dbn_layers_start_from_trained_runs_and_keep_them_with_zero_epochs(
     assert [layer["weights"].shape for layer in layers] == [(20, 8), (8, 6), (6, 4)]
     assert torch.equal(layers[1]["weights"], top["weights"]) and torch.equal(layers[0]["weights"], bottom["weights"])
 
+    # A loaded layer on top of a fresh one joins the stack once the bottom has trained, for the final bound.
+    on_top = _run(DBN_MNIST, tmp_path / "on_top", *TINY, "run.eval_every=1000",
+                  f"model.layers=[{{hidden: 8, epochs: 0.5}}, {{hidden: 6, init_from: {dbn_dir}, epochs: 0}}]")
+    layers = load_file(_newest_checkpoint(on_top))["task"]["layers"]
+    assert len(layers) == 2 and torch.equal(layers[1]["weights"], top["weights"])
+    assert "eval/test_loglik_bound" in json.loads((on_top / "summary.json").read_text())
+
     bad = {f"model.layers=[{{hidden: 9, init_from: {rbm_dir}, epochs: 0}}, {{hidden: 6}}]":
            "has a 20-8 RBM at depth 0; this layer is 20-9",
            f"model.layers=[{{hidden: 8}}, {{hidden: 6, init_from: {rbm_dir}}}]": "holds 1 trained layer(s), none at depth 1",
