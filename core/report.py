@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -179,6 +180,21 @@ def report_json(groups: Sequence[Group], reps: int) -> dict[str, Any]:
     }
 
 
+def unfinished_runs(groups: Sequence[Group]) -> list[str]:
+    """One line per group naming its runs that have not trained to their end: left out without a summary, or
+    counted with the figures of an evaluation (`rlgen eval`) before the end. A table's seed count alone hides them."""
+    lines = []
+    for group in groups:
+        missing = [str(run.directory) for run in group.runs if not run.summary]
+        early = [str(run.directory) for run in group.runs if run.summary and COMPLETE_MARK not in run.summary]
+        if missing:
+            lines.append(f"{group.label}: left out, no {SUMMARY_FILE} yet (training, or stopped before its end): "
+                         + ", ".join(missing))
+        if early:
+            lines.append(f"{group.label}: counted from an evaluation before the end of training: " + ", ".join(early))
+    return lines
+
+
 def _cell(estimate: Estimate) -> str:
     return f"{estimate.value:.4g} [{estimate.low:.4g}, {estimate.high:.4g}]"
 
@@ -205,6 +221,8 @@ def command_report(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise UserError(f"--reps must be at least 1, got {args.reps}")
     groups = build_report([Path(path) for path in args.paths], args.reps, args.metric)
+    for line in unfinished_runs(groups):
+        print(line, file=sys.stderr)
     report = report_json(groups, args.reps)
     table = markdown_table(groups)
     written = []

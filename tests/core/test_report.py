@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,25 @@ def test_runs_that_differ_beyond_the_seed_are_separate_groups(xor_runs: Path, tm
     groups = json.loads(capsys.readouterr().out)["groups"]
     assert [(group["label"], len(group["runs"])) for group in groups] == [
         ("xor_mlp (optim.lr=0.5)", 2), ("xor_mlp (optim.lr=0.1)", 1)]
+
+
+def test_runs_not_trained_to_their_end_are_named_on_stderr(xor_runs: Path, tmp_path: Path, capsys) -> None:
+    """A run without summary.json is left out and one with only `rlgen eval`'s figures is counted; both are named."""
+    shutil.copytree(xor_runs, tmp_path / "runs")
+    first, second = sorted((tmp_path / "runs" / "xor_mlp").iterdir())
+    (first / "summary.json").unlink()
+    summary = json.loads((second / "summary.json").read_text())
+    del summary["perf/wall_time_s"]
+    (second / "summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs"), "--reps", "100"]) == 0
+    captured = capsys.readouterr()
+    assert "| xor_mlp | eval/loss | 1 |" in captured.out
+    missing, early = captured.err.strip().splitlines()
+    assert missing == f"xor_mlp: left out, no summary.json yet (training, or stopped before its end): {first}"
+    assert early == f"xor_mlp: counted from an evaluation before the end of training: {second}"
+    assert main(["report", str(xor_runs), "--reps", "100"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_bad_arguments_exit_2_with_one_line(xor_runs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
