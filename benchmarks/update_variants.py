@@ -2,7 +2,8 @@
 layout, channels-last, bfloat16 autocast, both, and `compile: true` (torch.compile of the networks, float32),
 and the float32 update of drq_breakout_100k.yaml's network (Dopamine's: SAME padding, linear dueling streams)
 beside its network before (VALID, a hidden layer in each dueling stream), and that network's update as the yaml
-runs it (`fp32_drq_recipe`: the target synced after every update, so one forward pass of next_obs serves Double DQN).
+runs it (`fp32_drq_recipe`: the target synced after every update, so one forward pass of next_obs serves Double DQN),
+also in bfloat16 (`bf16_drq_recipe`, with and without channels-last) for the issue's 60-minute DrQ target.
 The variants alternate in rounds and each is timed relative to float32 within its round; the medians are
 printed as one JSON object, with the CPU's bfloat16 support and torch.compile's first-call (compile) time.
 
@@ -38,6 +39,8 @@ VARIANTS = {  # name -> (precision, channels-last, compiled, agent settings besi
     "fp32_drq_network": ("fp32", False, False, DRQ_NETWORK),
     "fp32_drq_network_before": ("fp32", False, False, DRQ_NETWORK_BEFORE),
     "fp32_drq_recipe": ("fp32", False, False, DRQ_RECIPE),
+    "bf16_drq_recipe": ("bf16", False, False, DRQ_RECIPE),
+    "bf16_drq_recipe_channels_last": ("bf16", True, False, DRQ_RECIPE),
 }
 
 
