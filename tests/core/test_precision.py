@@ -11,14 +11,16 @@ import pytest
 import torch
 import yaml
 
-import generative  # noqa: F401  (registers the rbm task)
 from agents.dqn import Batch, DQNAgentConfig, QNetwork, td_loss
 from core.config import load_config
 from core.errors import UserError
+from core.experiments import load_components
 from core.nets import NatureTorso, is_channels_last
 from core.precision import Precision, _warn_once, cpu_flags, native_bf16, resolve_channels_last, resolve_precision
 from core.run import Run
 from core.task import schema_for
+
+load_components()  # the tests below name tasks of every package (classifier, rbm, vae, dqn), alone or in the suite
 
 ROOT = Path(__file__).resolve().parents[2]
 XOR = ROOT / "experiments" / "xor_mlp.yaml"
