@@ -17,8 +17,9 @@ VAE_MNIST = str(ROOT / "experiments" / "vae_mnist.yaml")
 
 
 def _run(tmp_path: Path, *overrides: str) -> Path:
-    """A short vae_mnist.yaml run in fp32 (on a native-bf16 CPU `auto` would pick bf16, and the bounds below are fp32's)."""
-    assert main(["run", VAE_MNIST, "precision=fp32", f"run.root={tmp_path}", f"data.root={MNIST_ROOT}", "threads=1", *overrides]) == 0
+    """A short vae_mnist.yaml run in fp32: on a native-bf16 CPU `auto` picks bf16, and the bounds below are fp32's."""
+    assert main(["run", VAE_MNIST, "precision=fp32", f"run.root={tmp_path}", f"data.root={MNIST_ROOT}", "threads=1",
+                 *overrides]) == 0
     [run_dir] = (tmp_path / "vae_mnist").iterdir()
     return run_dir
 
