@@ -128,9 +128,13 @@ def initialise(config: Any) -> Optional[torch.device]:
     return device
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(together: bool = True) -> None:
+    """Leave the process group, if this process joined one. `together` first waits for every rank: a rank that
+    tears its gloo connections down while rank 0 still evaluates aborts ("terminate called without an active
+    exception"); a rank leaving on an error does not wait for peers that may never come."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -111,12 +111,15 @@ def train_run(run: Run, task: Task, fresh: bool, driver: Optional["Driver"] = No
     run.start_log_file()
     driver = driver or Driver(run, task)
     log.info("run %s (%s, task %s, device %s)", run.directory, run.config.name, run.config.task, task.device)
+    finished = False
     try:
-        return driver.train(fresh=fresh)
+        complete = driver.train(fresh=fresh)
+        finished = True
+        return complete
     finally:
         task.close()
         run.close()
-        distributed.shutdown()
+        distributed.shutdown(together=finished)
 
 
 def check_data_parallel(config: Any) -> None:
