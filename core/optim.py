@@ -184,6 +184,10 @@ class Optimizer:
             grads = [p.grad for p in self.params if p.grad is not None]
             figures["charts/grad_norm"] = torch.nn.utils.get_total_norm(grads)
         self.optimizer.step()
+        # A bfloat16 autocast keeps one cast of each weight until its context exits; weights changed in place
+        # would otherwise reach later forward passes of the same step (PQN's minibatches, the GAN's critic
+        # steps) as their old values.
+        torch.clear_autocast_cache()
         self.scheduler.step()
         self.steps += 1
         return figures

@@ -233,3 +233,30 @@ def test_grad_norm_is_reported_every_norm_every_steps_unless_clipping() -> None:
     assert reported == [True, False, False, False, True, False, False, False, True]
     clipping = Optimizer(OptimConfig(name="sgd", lr=0.1, grad_clip_norm=1.0), [weights], total_steps=10, norm_every=4)
     assert all("charts/grad_norm" in clipping.step(weights.sum()) for _ in range(5))
+
+
+def _two_bf16_steps(one_context: bool) -> torch.Tensor:
+    """Two SGD steps of a linear layer under a bfloat16 autocast, in one context or one context each."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 1)
+    optimizer = Optimizer(OptimConfig(name="sgd", lr=0.5), layer.parameters(), total_steps=2)
+    inputs, target = torch.randn(16, 8), torch.randn(16, 1)
+
+    def step() -> None:
+        optimizer.step(((layer(inputs).float() - target) ** 2).mean())
+
+    if one_context:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            step()
+            step()
+    else:
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                step()
+    return layer.weight.detach().clone()
+
+
+def test_a_step_inside_a_bf16_autocast_is_seen_by_the_next_forward_pass() -> None:
+    # The autocast keeps its bfloat16 copy of each weight until the context exits; the optimizer drops it, so
+    # several steps in one training step (PQN's minibatches) each see the weights the last one left.
+    assert torch.equal(_two_bf16_steps(one_context=True), _two_bf16_steps(one_context=False))
