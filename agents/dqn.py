@@ -125,16 +125,20 @@ class DQNAgent:
         self.config = config
         self.num_actions = num_actions
         self.online = precision.prepare(QNetwork(config, obs_shape, num_actions).to(device))
-        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        # Synced after every update (DrQ), the target would be a copy of the online net whenever it is used: the
+        # online net serves as the target, which saves a copy of the weights and of their bfloat16 casts a step.
+        self.target_is_online = config.target_update_every == 1 and config.tau == 1.0
+        self.target = self.online if self.target_is_online else copy.deepcopy(self.online).requires_grad_(False)
         # Compiled after the copy: a copied compiled module would still call the original's forward.
         precision.compile(self.online)
-        precision.compile(self.target)
+        if not self.target_is_online:
+            precision.compile(self.target)
         self.optimizer = Optimizer(optim, self.online.parameters(), total_steps=max(total_updates, 1))
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.augmentation = make_augmentation(config.augmentation, obs_shape, device, seed)
-        # Synced after every update (DrQ), the target is a copy of the online net, so Double DQN's online argmax
-        # over next_obs is the target's own: one forward pass of next_obs gives the same targets as two.
-        self.double_forward = config.double and not (config.target_update_every == 1 and config.tau == 1.0)
+        # With the online net as the target, Double DQN's online argmax over next_obs is the target's own: one
+        # forward pass of next_obs gives the same targets as two.
+        self.double_forward = config.double and not self.target_is_online
         self.updates = 0
 
     @torch.no_grad()
@@ -150,7 +154,7 @@ class DQNAgent:
         loss, td_error, q_mean = td_loss(self.online, self.target, batch, self.double_forward, self.config.loss)
         optimizer_figures = self.optimizer.step(loss)
         self.updates += 1
-        if self.updates % self.config.target_update_every == 0 or self.config.tau < 1.0:
+        if not self.target_is_online and (self.updates % self.config.target_update_every == 0 or self.config.tau < 1.0):
             self.sync_target()
         return {"losses/td_loss": loss.detach(), "losses/q_values": q_mean, **optimizer_figures}, td_error
 
@@ -172,7 +176,8 @@ class DQNAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.online.load_state_dict(state["online"])
-        self.target.load_state_dict(state["target"])
+        if not self.target_is_online:
+            self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
         self.updates = state["updates"]

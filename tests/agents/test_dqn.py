@@ -1,6 +1,8 @@
 """Each DQN switch changes the loss the way its paper says, on small hand-computed cases."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -106,11 +108,13 @@ def test_hard_target_sync_only_every_n_updates() -> None:
     assert all(torch.equal(a, b) for a, b in zip(agent.online.parameters(), agent.target.parameters()))
 
 
-def test_double_dqn_synced_every_update_skips_the_second_forward_and_learns_the_same() -> None:
-    """DrQ's target is the online net of the last update: one next_obs forward gives Double DQN's targets."""
+def test_synced_every_update_the_online_net_is_the_target_and_learns_as_a_synced_copy_does() -> None:
+    """DrQ's target is the online net of the last update: the online net serves as the target, and one next_obs
+    forward gives Double DQN's targets, as a separate target net copied after every update and two passes do."""
     shared, reference = _agent(double=True, target_update_every=1), _agent(double=True, target_update_every=1)
     reference.load_state_dict(shared.state_dict())
-    reference.double_forward = True  # the full Double-DQN computation: the online argmax, then the target's value
+    # The full computation: a target net of its own, synced after every update; the online argmax, then its value.
+    reference.target, reference.target_is_online, reference.double_forward = copy.deepcopy(reference.online), False, True
     calls = []
     shared.online.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
     generator = torch.Generator().manual_seed(1)
@@ -121,9 +125,14 @@ def test_double_dqn_synced_every_update_skips_the_second_forward_and_learns_the_
         figures, _ = shared.update(batch)
         expected, _ = reference.update(batch)
         assert torch.equal(figures["losses/td_loss"], expected["losses/td_loss"])
-    assert calls == [8] * 5  # the online net saw only obs
+    assert shared.target is shared.online and calls == [8, 8] * 5  # obs, then next_obs once
     assert all(torch.equal(a, b) for a, b in zip(shared.online.parameters(), reference.online.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(shared.online.parameters(), reference.target.parameters()))
+    # A checkpoint holds the target as before: a run saved with a separate copy resumes into the alias.
+    assert all(torch.equal(shared.state_dict()["target"][name], value)
+               for name, value in reference.state_dict()["target"].items())
     assert _agent(double=True, target_update_every=2).double_forward and not _agent().double_forward
+    assert not _agent(target_update_every=1, tau=0.5).target_is_online
 
 
 def test_soft_target_update_is_polyak_average() -> None:
