@@ -100,19 +100,23 @@ class NatureTorso(nn.Module):
 
         layers: list[nn.Module] = []
         # (left, right, top, bottom) zeros before each convolution; the first one's are applied in forward.
+        # Even zeros on both sides are the convolution's own padding (a copy of the input less); an odd split
+        # takes a ZeroPad2d, and an Identity holds its place otherwise, so checkpoints keep their keys.
         self.paddings: list[tuple[int, int, int, int]] = []
         size, channels = FRAME_SIZE, in_channels
         for index, (out_channels, kernel, stride) in enumerate(NATURE_CONVS):
+            own = 0
             if padding == "same":
                 size, before, after = same_padding(size, kernel, stride)
                 self.paddings.append((before, after, before, after))
+                own = before if before == after else 0
                 if index > 0:
-                    layers.append(nn.ZeroPad2d(self.paddings[-1]))
+                    layers.append(nn.Identity() if own else nn.ZeroPad2d(self.paddings[-1]))
             else:
                 size = (size - kernel) // stride + 1
                 self.paddings.append((0, 0, 0, 0))
-            layers += [nn.Conv2d(channels, out_channels, kernel, stride=stride), *normed(out_channels, size, size),
-                       nn.ReLU()]
+            layers += [nn.Conv2d(channels, out_channels, kernel, stride=stride, padding=own),
+                       *normed(out_channels, size, size), nn.ReLU()]
             channels = out_channels
         self.layers = nn.Sequential(
             *layers, nn.Flatten(),
@@ -132,9 +136,9 @@ class NatureTorso(nn.Module):
             obs, weight = obs.to(dtype, memory_format=layout), weight / 255.0
         else:
             obs = obs.contiguous(memory_format=layout)
-        if any(self.paddings[0]):
+        if any(self.paddings[0]) and not any(first.padding):
             obs = F.pad(obs, self.paddings[0])
-        features = F.conv2d(obs, weight, first.bias, first.stride)
+        features = F.conv2d(obs, weight, first.bias, first.stride, first.padding)
         for layer in rest:
             features = layer(features)
         return features

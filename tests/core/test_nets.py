@@ -66,6 +66,8 @@ def test_same_padding_torso_matches_a_written_out_reference() -> None:
     convs = [layer for layer in torso.layers if isinstance(layer, nn.Conv2d)]
     dense = [layer for layer in torso.layers if isinstance(layer, nn.Linear)][0]
     assert dense.in_features == 64 * 11 * 11
+    # The layer indices of checkpoints written when every SAME pad was a ZeroPad2d of its own.
+    assert list(torso.state_dict()) == [f"layers.{i}.{name}" for i in (0, 3, 6, 9) for name in ("weight", "bias")]
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     out = torso(frames).detach().numpy()
     for index in range(2):
