@@ -1,10 +1,12 @@
 """`rlgen report`: the seeds of each experiment aggregated into a table, JSON and a figure.
 
 Give it run folders, sweep folders or any folder above them: every folder below them holding config.yaml
-is a run. Runs are grouped by experiment (`name`) and, within one name, by the config values that differ
-between its runs other than the seed and the bookkeeping (`IGNORED`), so the runs of a group differ only
-by seed and a sweep's grid points become groups of their own. Per group and summary metric (the task's
-summary metrics, then every other `eval/` tag of the runs' summary.json, or the `--metric` tags) the table
+is a run. A report.json written earlier may stand in for runs whose folders are gone (a machine given back): its
+runs join by their recorded config, or by their group's label where an older report kept no config, and count
+with their final values but draw no curves. Runs are grouped by experiment (`name`) and, within one name, by the
+config values that differ between its runs other than the seed and the bookkeeping (`IGNORED`), so the runs of a
+group differ only by seed and a sweep's grid points become groups of their own. Per group and summary metric (the
+task's summary metrics, then every other `eval/` tag of the runs' summary.json, or the `--metric` tags) the table
 gives the mean, median and IQM with 95% stratified-bootstrap intervals (core/aggregate.py); Atari runs carry
 the human-normalized score as `eval/human_normalized`. `--out DIR` writes report.json, report.md and
 report.png (core/report_figure.py) there.
@@ -29,19 +31,24 @@ from core.task import TASKS, schema_for
 
 # Config keys (or prefixes ending in '.') that say how or where a run ran, not which experiment it is.
 IGNORED = ("seed", "name", "device", "threads", "run.", "sweep.", "distributed.")
+REPORT_FILE = "report.json"
 BOOTSTRAP_SEED = 0  # the report's resampling is seeded, so the same runs give the same numbers
 
 
 @dataclass
 class RunRecord:
-    """One run folder as the report reads it: its flattened config and its summary.json."""
+    """One run as the report reads it: its flattened config and its summary.json, from its folder or from the
+    report.json that recorded it (`recorded_in`; its config is None where that report kept none)."""
 
     directory: Path
     task: str
     name: str
     seed: int
-    config: dict[str, Any]
+    config: Optional[dict[str, Any]]
     summary: dict[str, Any]
+    recorded_in: Optional[Path] = None
+    recorded_label: str = ""  # the run's group label in the report that recorded it
+    recorded_variant: dict[str, Any] = field(default_factory=dict)
 
     def value(self, tag: str) -> Optional[float]:
         """The finite number summary.json holds under `tag`, else None (missing, 'nan', 'inf')."""
@@ -65,14 +72,20 @@ class Group:
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)  # tag -> mean / median / iqm
 
 
-def find_run_folders(paths: Sequence[Path]) -> list[Path]:
-    """Every run folder at or below `paths`, each once; a UserError for a missing path or one without runs."""
+def find_run_folders(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Every run folder at or below `paths`, each once, and the report.json files among `paths`; a UserError for
+    a missing path, a folder without runs or a file that is not a report."""
     found: dict[Path, Path] = {}
+    reports: list[Path] = []
     for path in paths:
         if not path.exists():
-            raise UserError(f"{path}: no such folder")
+            raise UserError(f"{path}: no such folder or file")
+        if path.is_file() and path.suffix == ".json":
+            reports.append(path)
+            continue
         if not path.is_dir():
-            raise UserError(f"{path}: not a folder; give run folders, sweep folders or a folder above them")
+            raise UserError(f"{path}: not a folder; give run folders, sweep folders, a folder above them or a "
+                            f"{REPORT_FILE} of an earlier report")
         if (path / CONFIG_FILE).is_file():
             folders = [path]
         else:
@@ -83,7 +96,49 @@ def find_run_folders(paths: Sequence[Path]) -> list[Path]:
             raise UserError(f"{path}: no runs in it (a run folder holds {CONFIG_FILE})")
         for folder in folders:
             found.setdefault(folder.resolve(), folder)
-    return list(found.values())
+    return list(found.values()), reports
+
+
+def read_recorded_runs(path: Path) -> list[RunRecord]:
+    """The runs a report.json of `rlgen report` recorded, with their summaries (and configs, where it kept them)."""
+    def invalid(reason: str) -> UserError:
+        return UserError(f"{path}: not a {REPORT_FILE} of rlgen report ({reason})")
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise invalid(f"not valid JSON: {error}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
+        raise invalid("no list of groups")
+    runs = []
+    for group in report["groups"]:
+        try:
+            for run in group["runs"]:
+                config = run.get("config")
+                runs.append(RunRecord(Path(run["directory"]), str(group["task"]), str(group["experiment"]),
+                                      int(run["seed"]), dict(config) if config is not None else None,
+                                      dict(run["summary"]), path, str(group["label"]), dict(group.get("variant", {}))))
+        except (KeyError, TypeError, ValueError) as error:
+            raise invalid(f"a group or run lacks {error}") from None
+    if not runs:
+        raise invalid("it records no runs")
+    return runs
+
+
+def _run_key(run: RunRecord) -> tuple[str, int, str]:
+    """What tells one run from another across machines: its experiment, seed and folder name (a time stamp)."""
+    return run.name, run.seed, run.directory.name
+
+
+def collect_runs(paths: Sequence[Path]) -> list[RunRecord]:
+    """The runs of the folders under `paths` and those recorded in the report.json files among them; a recorded
+    run whose folder is also given counts once, from its folder."""
+    folders, reports = find_run_folders(paths)
+    runs = {_run_key(run): run for run in (read_run(folder) for folder in folders)}
+    for report in reports:
+        for run in read_recorded_runs(report):
+            runs.setdefault(_run_key(run), run)
+    return list(runs.values())
 
 
 def read_run(directory: Path) -> RunRecord:
@@ -103,27 +158,44 @@ def _ignored(key: str) -> bool:
     return any(key.startswith(prefix) if prefix.endswith(".") else key == prefix for prefix in IGNORED)
 
 
+def _check_one_task(name: str, members: Sequence[RunRecord]) -> None:
+    tasks = sorted({run.task for run in members})
+    if len(tasks) > 1:
+        examples = ", ".join(f"{task} ({next(r.directory for r in members if r.task == task)})" for task in tasks)
+        raise UserError(f"experiment {name!r} has runs of different tasks: {examples}; report them separately")
+
+
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
-    """One group per experiment name and variant (the non-ignored config values its runs differ in)."""
+    """One group per experiment name and variant (the non-ignored config values its runs differ in). Recorded
+    runs without a config join the group of their recorded label, or make one of their own."""
     by_name: dict[str, list[RunRecord]] = {}
     for run in runs:
         by_name.setdefault(run.name, []).append(run)
     groups = []
     for name, members in by_name.items():
-        tasks = sorted({run.task for run in members})
-        if len(tasks) > 1:
-            examples = ", ".join(f"{task} ({next(r.directory for r in members if r.task == task)})" for task in tasks)
-            raise UserError(f"experiment {name!r} has runs of different tasks: {examples}; report them separately")
-        keys = sorted({key for run in members for key in run.config if not _ignored(key)})
-        differing = [key for key in keys if len({repr(run.config.get(key)) for run in members}) > 1]
+        _check_one_task(name, members)
+        configured = [run for run in members if run.config is not None]
+        keys = sorted({key for run in configured for key in run.config if not _ignored(key)})
+        differing = [key for key in keys if len({repr(run.config.get(key)) for run in configured}) > 1]
         variants: dict[str, list[RunRecord]] = {}
-        for run in members:
+        for run in configured:
             variants.setdefault(repr([run.config.get(key) for key in differing]), []).append(run)
+        named: list[Group] = []
         for variant_runs in variants.values():
             variant = {key: variant_runs[0].config.get(key) for key in differing}
             settings = ", ".join(f"{key}={value}" for key, value in variant.items())
             label = f"{name} ({settings})" if settings else name
-            groups.append(Group(name, label, tasks[0], variant, sorted(variant_runs, key=lambda r: r.seed)))
+            named.append(Group(name, label, members[0].task, variant, variant_runs))
+        for run in members:
+            if run.config is None:
+                group = next((group for group in named if group.label == run.recorded_label), None)
+                if group is None:
+                    group = Group(name, run.recorded_label, run.task, run.recorded_variant, [])
+                    named.append(group)
+                group.runs.append(run)
+        for group in named:
+            group.runs.sort(key=lambda r: r.seed)
+        groups.extend(named)
     return groups
 
 
@@ -147,7 +219,7 @@ def aggregate(group: Group, reps: int, metrics: Sequence[str] = ()) -> None:
 def build_report(paths: Sequence[Path], reps: int = DEFAULT_REPS, metrics: Sequence[str] = ()) -> list[Group]:
     """The aggregated groups of every run under `paths` (of `metrics` only, when given); a UserError when no run
     has a summary yet or a requested metric is in no run's summary."""
-    groups = group_runs([read_run(folder) for folder in find_run_folders(paths)])
+    groups = group_runs(collect_runs(paths))
     for group in groups:
         aggregate(group, reps, metrics)
     missing = [tag for tag in metrics if not any(tag in group.estimates for group in groups)]
@@ -172,7 +244,8 @@ def report_json(groups: Sequence[Group], reps: int) -> dict[str, Any]:
             "task": group.task,
             "variant": group.variant,
             "runs": [{"directory": str(run.directory), "seed": run.seed, "complete": COMPLETE_MARK in run.summary,
-                      "summary": run.summary} for run in group.runs],
+                      "summary": run.summary, "config": run.config,
+                      **({"recorded_in": str(run.recorded_in)} if run.recorded_in else {})} for run in group.runs],
             "metrics": {tag: {"runs": len(group.values[tag]),
                               **{name: estimate.as_dict() for name, estimate in estimates.items()}}
                         for tag, estimates in group.estimates.items()},
@@ -180,9 +253,10 @@ def report_json(groups: Sequence[Group], reps: int) -> dict[str, Any]:
     }
 
 
-def unfinished_runs(groups: Sequence[Group]) -> list[str]:
-    """One line per group naming its runs that have not trained to their end: left out without a summary, or
-    counted with the figures of an evaluation (`rlgen eval`) before the end. A table's seed count alone hides them."""
+def notes_on_runs(groups: Sequence[Group]) -> list[str]:
+    """Lines per group naming its runs that have not trained to their end (left out without a summary, or counted
+    with the figures of an evaluation before the end) and those read from a report.json, not their folders: a
+    table's seed count alone hides them."""
     lines = []
     for group in groups:
         missing = [str(run.directory) for run in group.runs if not run.summary]
@@ -192,6 +266,10 @@ def unfinished_runs(groups: Sequence[Group]) -> list[str]:
                          + ", ".join(missing))
         if early:
             lines.append(f"{group.label}: counted from an evaluation before the end of training: " + ", ".join(early))
+        recorded = sorted({str(run.recorded_in) for run in group.runs if run.recorded_in})
+        if recorded:
+            seeds = ", ".join(str(run.seed) for run in group.runs if run.recorded_in)
+            lines.append(f"{group.label}: seeds {seeds} read from {', '.join(recorded)} (final values, no curves)")
     return lines
 
 
@@ -221,16 +299,16 @@ def command_report(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise UserError(f"--reps must be at least 1, got {args.reps}")
     groups = build_report([Path(path) for path in args.paths], args.reps, args.metric)
-    for line in unfinished_runs(groups):
+    for line in notes_on_runs(groups):
         print(line, file=sys.stderr)
     report = report_json(groups, args.reps)
     table = markdown_table(groups)
     written = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "report.json", report)
+        write_json_atomic(out / REPORT_FILE, report)
         (out / "report.md").write_text(table + "\n", encoding="utf-8")
-        written = [out / "report.json", out / "report.md"]
+        written = [out / REPORT_FILE, out / "report.md"]
         if figure:
             draw_report(groups, out / "report.png")
             written.append(out / "report.png")
@@ -251,7 +329,9 @@ def add_report_parser(commands: Any) -> None:
                     "metric the mean, median and IQM over seeds with 95% stratified-bootstrap confidence "
                     "intervals (Agarwal et al. 2021), as a markdown table; --out writes report.json, report.md "
                     "and report.png (evaluation curves with confidence bands, every seed's final score).")
-    report.add_argument("paths", nargs="+", metavar="PATH", help="run folders, sweep folders or folders above them")
+    report.add_argument("paths", nargs="+", metavar="PATH",
+                        help="run folders, sweep folders, folders above them, or an earlier report's report.json "
+                             "standing in for runs whose folders are gone")
     report.add_argument("--out", metavar="DIR", help="write report.json, report.md and report.png into DIR")
     report.add_argument("--json", action="store_true", help="print the JSON instead of the markdown table")
     report.add_argument("--no-figure", action="store_true", help="with --out: skip report.png (needs no matplotlib)")

@@ -20,6 +20,7 @@ from core.tensorboard import event_files
 if TYPE_CHECKING:
     from core.report import Group
 
+RECORDED_NOTE = "\n(hollow: read from an earlier report, no curve)"
 CURVE_REPS = 2_000  # bootstrap samples per point of a curve: a band, not a headline number
 
 
@@ -74,26 +75,33 @@ def draw_report(groups: Sequence["Group"], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tags = figure_tags(groups)
+    recorded_runs = any(run.recorded_in is not None for group in groups for run in group.runs)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    scalars = {run.directory: read_scalars(run.directory, set(tags)) for group in groups for run in group.runs}
+    # Runs read from an earlier report.json have no event files here: they show their final values only.
+    scalars = {id(run): read_scalars(run.directory, set(tags)) if run.recorded_in is None else {}
+               for group in groups for run in group.runs}
     figure, axes = plt.subplots(len(tags), 2, figsize=(12, 3.4 * len(tags)), squeeze=False,
                                 gridspec_kw={"width_ratios": [2.2, 1]})
     for (curve_axis, final_axis), tag in zip(axes, tags):
         for index, group in enumerate(groups):
             color = colors[index % len(colors)]
-            _draw_curves(curve_axis, group, tag, [scalars[run.directory][tag] for run in group.runs], color)
-            values = group.values.get(tag, [])
-            if not values:
+            _draw_curves(curve_axis, group, tag, [scalars[id(run)].get(tag, {}) for run in group.runs], color)
+            finals = [(run.value(tag), run.recorded_in is not None) for run in group.runs if run.value(tag) is not None]
+            if not finals:
                 continue
-            spread = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
-            final_axis.scatter(index + spread, values, color=color, s=18, alpha=0.8)
+            spread = np.linspace(-0.15, 0.15, len(finals)) if len(finals) > 1 else np.zeros(1)
+            for (value, recorded), offset in zip(finals, spread):
+                # Hollow: a seed whose folder is gone, read from an earlier report, so no curve of it is drawn.
+                final_axis.scatter([index + offset], [value], s=18, alpha=0.8, linewidths=1.2,
+                                   facecolors="none" if recorded else color, edgecolors=color)
             iqm = group.estimates[tag]["iqm"]
             final_axis.errorbar([index], [iqm.value], yerr=[[iqm.value - iqm.low], [iqm.high - iqm.value]],
                                 color="black", marker="_", markersize=16, capsize=4)
         curve_axis.set(title=tag, xlabel="step", ylabel=tag)
         if curve_axis.get_legend_handles_labels()[0]:
             curve_axis.legend(fontsize="small")
-        final_axis.set(title="final value of every seed; IQM, 95% CI", xticks=range(len(groups)),
+        final_axis.set(title="final value of every seed; IQM, 95% CI" + (RECORDED_NOTE if recorded_runs else ""),
+                       xticks=range(len(groups)),
                        xlim=(-0.6, len(groups) - 0.4))
         final_axis.set_xticklabels([group.label for group in groups], rotation=20, ha="right", fontsize="small")
     figure.tight_layout()

@@ -121,6 +121,43 @@ def test_runs_not_trained_to_their_end_are_named_on_stderr(xor_runs: Path, tmp_p
     assert capsys.readouterr().err == ""
 
 
+def test_an_earlier_report_stands_in_for_run_folders_that_are_gone(xor_runs: Path, tmp_path: Path, capsys) -> None:
+    """Seeds 1 and 2 live on only in report.json; a new seed 3 joins them by config, and counts once per run."""
+    earlier = tmp_path / "earlier"
+    assert main(["report", str(xor_runs), "--out", str(earlier), "--no-figure", "--reps", "100"]) == 0
+    third = _run_xor(tmp_path / "new", "seed=3")
+    other = _run_xor(tmp_path / "new", "seed=4", "optim.lr=0.1")
+    capsys.readouterr()
+    out = tmp_path / "merged"
+    merged = ["report", str(earlier / "report.json"), str(third), str(other), "--out", str(out), "--reps", "100"]
+    assert main(merged) == 0
+    captured = capsys.readouterr()
+    groups = json.loads((out / "report.json").read_text())["groups"]
+    assert [(group["label"], [run["seed"] for run in group["runs"]]) for group in groups] == [
+        ("xor_mlp (optim.lr=0.5)", [1, 2, 3]), ("xor_mlp (optim.lr=0.1)", [4])]
+    losses = [run["summary"]["eval/loss"] for run in groups[0]["runs"]]
+    assert groups[0]["metrics"]["eval/loss"]["mean"]["value"] == pytest.approx(np.mean(losses))
+    assert [run.get("recorded_in") for run in groups[0]["runs"]] == [str(earlier / "report.json")] * 2 + [None]
+    assert captured.err.strip() == (f"xor_mlp (optim.lr=0.5): seeds 1, 2 read from {earlier / 'report.json'} "
+                                    "(final values, no curves)")
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # An older report kept no configs: its runs join the group of their recorded label.
+    legacy = json.loads((earlier / "report.json").read_text())
+    for run in legacy["groups"][0]["runs"]:
+        del run["config"]
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    assert main(["report", str(tmp_path / "legacy.json"), str(third), "--json", "--reps", "100"]) == 0
+    [group] = json.loads(capsys.readouterr().out)["groups"]
+    assert [run["seed"] for run in group["runs"]] == [1, 2, 3] and group["metrics"]["eval/loss"]["runs"] == 3
+
+    # The folders and the report that recorded them: each run counts once, from its folder.
+    assert main(["report", str(xor_runs), str(earlier / "report.json"), "--json", "--reps", "100"]) == 0
+    captured = capsys.readouterr()
+    [group] = json.loads(captured.out)["groups"]
+    assert len(group["runs"]) == 2 and "recorded_in" not in group["runs"][0] and captured.err == ""
+
+
 def test_bad_arguments_exit_2_with_one_line(xor_runs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     capsys.readouterr()
     assert main(["report", str(tmp_path / "missing")]) == 2
@@ -128,6 +165,9 @@ def test_bad_arguments_exit_2_with_one_line(xor_runs: Path, tmp_path: Path, caps
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no runs in it" in capsys.readouterr().err
+    (tmp_path / "notes.json").write_text(json.dumps({"loss": 0.1}))
+    assert main(["report", str(tmp_path / "notes.json")]) == 2
+    assert "not a report.json of rlgen report (no list of groups)" in capsys.readouterr().err
     assert main(["report", str(xor_runs), "--metric", "eval/fdi"]) == 2
     assert "eval/accuracy" in capsys.readouterr().err  # the tags there are
     # A DQN run filed under the XOR experiment's name.
