@@ -18,6 +18,7 @@ class EnvTask(Task):
     by `act(obs, epsilon)`. One step counts environment steps summed over the environments."""
 
     summary_metrics = ("eval/score_mean", "eval/human_normalized", "charts/episodic_return_last100")
+    training_curve = "charts/episodic_return"
     length_keys = ("train.total_steps",)
     compiles = True  # `compile: true` compiles the Q-networks (benchmarks/update_variants.py)
     # The agent's class, built as Agent(config.agent, config.optim, obs_shape, num_actions, total_updates, device,

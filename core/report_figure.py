@@ -1,5 +1,6 @@
 """The report's figure: per headline metric, its curve over steps (IQM over seeds, 95% bootstrap band, each seed
-faint) from the runs' TensorBoard events, beside every seed's final value with the group's IQM and interval.
+faint) from the runs' TensorBoard events, beside every seed's final value with the group's IQM and interval; and,
+where the task logs one (`Task.training_curve`), the training curve averaged over bins of steps.
 
 matplotlib is the optional `report` extra; nothing here imports it before `draw_report` runs.
 """
@@ -15,13 +16,15 @@ from tensorboard.compat.proto import event_pb2
 
 from core.aggregate import stratified_bootstrap
 from core.errors import UserError
+from core.task import TASKS
 from core.tensorboard import event_files
 
 if TYPE_CHECKING:
     from core.report import Group
 
-RECORDED_NOTE = "\n(hollow: read from an earlier report, no curve)"
+RECORDED_NOTE = "\n(hollow: from an earlier report)"
 CURVE_REPS = 2_000  # bootstrap samples per point of a curve: a band, not a headline number
+TRAINING_BINS = 50  # a training curve is the mean of the values logged in each 1/50 of the steps
 
 
 def require_matplotlib() -> None:
@@ -50,6 +53,26 @@ def figure_tags(groups: Sequence["Group"]) -> list[str]:
     return evaluated or headline or list(dict.fromkeys(tag for group in groups for tag in group.estimates))
 
 
+def training_tags(groups: Sequence["Group"]) -> list[str]:
+    """The training-curve tags of the groups' tasks, once each."""
+    tags = (TASKS.get(group.task).training_curve for group in groups)
+    return list(dict.fromkeys(tag for tag in tags if tag))
+
+
+def binned(curves: list[dict[int, float]]) -> list[dict[int, float]]:
+    """Each curve as the mean of its values in TRAINING_BINS equal bins of the steps all curves span, keyed by the
+    bin's middle step, so that seeds which logged at different steps share points."""
+    last = max((max(curve) for curve in curves if curve), default=0)
+    width = max(1, -(-last // TRAINING_BINS))
+    result = []
+    for curve in curves:
+        sums: dict[int, list[float]] = {}
+        for step, value in curve.items():
+            sums.setdefault(step // width, []).append(value)
+        result.append({index * width + width // 2: float(np.mean(values)) for index, values in sums.items()})
+    return result
+
+
 def _draw_curves(axis, group: "Group", tag: str, curves: list[dict[int, float]], color: str) -> None:
     """Each seed's curve faintly, and the IQM with its band over the steps every seed logged."""
     curves = [curve for curve in curves if curve]
@@ -75,13 +98,23 @@ def draw_report(groups: Sequence["Group"], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tags = figure_tags(groups)
+    training = training_tags(groups)
     recorded_runs = any(run.recorded_in is not None for group in groups for run in group.runs)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     # Runs read from an earlier report.json have no event files here: they show their final values only.
-    scalars = {id(run): read_scalars(run.directory, set(tags)) if run.recorded_in is None else {}
+    scalars = {id(run): read_scalars(run.directory, set(tags + training)) if run.recorded_in is None else {}
                for group in groups for run in group.runs}
-    figure, axes = plt.subplots(len(tags), 2, figsize=(12, 3.4 * len(tags)), squeeze=False,
-                                gridspec_kw={"width_ratios": [2.2, 1]})
+    figure, axes = plt.subplots(len(tags) + len(training), 2, figsize=(12, 3.4 * (len(tags) + len(training))),
+                                squeeze=False, gridspec_kw={"width_ratios": [2.2, 1]})
+    for (curve_axis, final_axis), tag in zip(axes[len(tags):], training):
+        for index, group in enumerate(groups):
+            curves = [scalars[id(run)].get(tag, {}) for run in group.runs]
+            _draw_curves(curve_axis, group, tag, binned(curves), colors[index % len(colors)])
+        curve_axis.set(title=f"{tag} in training, mean per 1/{TRAINING_BINS} of the steps", xlabel="step",
+                       ylabel=tag)
+        if curve_axis.get_legend_handles_labels()[0]:
+            curve_axis.legend(fontsize="small")
+        final_axis.axis("off")
     for (curve_axis, final_axis), tag in zip(axes, tags):
         for index, group in enumerate(groups):
             color = colors[index % len(colors)]

@@ -25,6 +25,9 @@ class Task(ABC):
     Config: ClassVar[type[ExperimentConfig]]
     # Tags shown beside the hyperparameters in TensorBoard's HPARAMS tab.
     summary_metrics: ClassVar[tuple[str, ...]] = ()
+    # A tag logged as training goes (a finished game's score, say) that `rlgen report`'s figure averages into a
+    # curve over steps: the one curve a run with a single evaluation at its end has.
+    training_curve: ClassVar[str | None] = None
     # True when the task splits each batch over torch.distributed ranks (core/distributed.py).
     data_parallel: ClassVar[bool] = False
     # Config keys that only say how long training runs, which `rlgen resume RUN key=value` may change.

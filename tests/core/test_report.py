@@ -14,6 +14,7 @@ from core.aggregate import iqm, stratified_bootstrap
 from core.cli import main
 from core.config import config_to_yaml, load_config
 from core.experiments import load_components
+from core.report_figure import binned, training_tags
 from core.task import schema_for
 
 XOR = Path(__file__).resolve().parents[2] / "experiments" / "xor_mlp.yaml"
@@ -55,6 +56,14 @@ def test_bootstrap_agrees_with_rliable_and_stratifies_by_task() -> None:
     # Each task keeps its own runs in every sample: two tasks of constant scores leave no spread at all.
     constant = stratified_bootstrap(np.array([[0.0, 100.0], [0.0, 100.0]]))["mean"]
     assert (constant.low, constant.high) == (50.0, 50.0)
+
+
+def test_training_curves_of_seeds_logged_at_different_steps_share_bins() -> None:
+    # Steps 0..99 in 50 bins of 2: one seed logs at odd steps, the other at even ones, and each bin is a mean.
+    first = {1: 1.0, 3: 3.0, 99: 9.0}
+    second = {0: 10.0, 1: 20.0, 2: 30.0, 98: 50.0}
+    assert binned([first, second]) == [{1: 1.0, 3: 3.0, 99: 9.0}, {1: 15.0, 3: 30.0, 99: 50.0}]
+    assert training_tags([]) == []
 
 
 def _run_xor(root: Path, *overrides: str) -> Path:
