@@ -118,8 +118,10 @@ def read_recorded_runs(path: Path) -> list[RunRecord]:
                 runs.append(RunRecord(Path(run["directory"]), str(group["task"]), str(group["experiment"]),
                                       int(run["seed"]), dict(config) if config is not None else None,
                                       dict(run["summary"]), path, str(group["label"]), dict(group.get("variant", {}))))
-        except (KeyError, TypeError, ValueError) as error:
+        except KeyError as error:
             raise invalid(f"a group or run lacks {error}") from None
+        except (AttributeError, TypeError, ValueError) as error:
+            raise invalid(f"a group or run is malformed: {error}") from None
     if not runs:
         raise invalid("it records no runs")
     return runs
