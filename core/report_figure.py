@@ -134,8 +134,7 @@ def draw_report(groups: Sequence["Group"], path: Path) -> None:
         if curve_axis.get_legend_handles_labels()[0]:
             curve_axis.legend(fontsize="small")
         final_axis.set(title="final value of every seed; IQM, 95% CI" + (RECORDED_NOTE if recorded_runs else ""),
-                       xticks=range(len(groups)),
-                       xlim=(-0.6, len(groups) - 0.4))
+                       xticks=range(len(groups)), xlim=(-0.6, len(groups) - 0.4))
         final_axis.set_xticklabels([group.label for group in groups], rotation=20, ha="right", fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
