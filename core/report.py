@@ -127,20 +127,31 @@ def read_recorded_runs(path: Path) -> list[RunRecord]:
     return runs
 
 
-def _run_key(run: RunRecord) -> tuple[str, int, str]:
-    """What tells one run from another across machines: its experiment, seed and folder name (a time stamp)."""
-    return run.name, run.seed, run.directory.name
+def _settings(run: RunRecord) -> str:
+    """The run's config values that make its experiment, as JSON text so a config read back from a report compares
+    equal to the same config read from its folder."""
+    return json.dumps({key: value for key, value in (run.config or {}).items() if not _ignored(key)},
+                      sort_keys=True, default=str)
+
+
+def _same_run(recorded: RunRecord, seen: RunRecord) -> bool:
+    """Whether a run a report recorded is `seen` again: the same experiment, seed and folder name (a time stamp,
+    unique only to the second), and the same settings where both kept a config."""
+    if (recorded.name, recorded.seed, recorded.directory.name) != (seen.name, seen.seed, seen.directory.name):
+        return False
+    return recorded.config is None or seen.config is None or _settings(recorded) == _settings(seen)
 
 
 def collect_runs(paths: Sequence[Path]) -> list[RunRecord]:
-    """The runs of the folders under `paths` and those recorded in the report.json files among them; a recorded
-    run whose folder is also given counts once, from its folder."""
+    """The runs of the folders under `paths` (each folder its own run) and those recorded in the report.json files
+    among them; a recorded run that a folder or an earlier report already gave counts once."""
     folders, reports = find_run_folders(paths)
-    runs = {_run_key(run): run for run in (read_run(folder) for folder in folders)}
+    runs = [read_run(folder) for folder in folders]
     for report in reports:
         for run in read_recorded_runs(report):
-            runs.setdefault(_run_key(run), run)
-    return list(runs.values())
+            if not any(_same_run(run, seen) for seen in runs):
+                runs.append(run)
+    return runs
 
 
 def read_run(directory: Path) -> RunRecord:

@@ -111,6 +111,27 @@ def test_runs_that_differ_beyond_the_seed_are_separate_groups(xor_runs: Path, tm
         ("xor_mlp (optim.lr=0.5)", 2), ("xor_mlp (optim.lr=0.1)", 1)]
 
 
+def test_folders_with_one_time_stamp_and_seed_stay_two_runs(xor_runs: Path, tmp_path: Path, capsys) -> None:
+    """Two runs started in the same second with the same seed share a folder name; they are still two runs, and a
+    report that recorded one of them does not stand in for the other."""
+    first = sorted((xor_runs / "xor_mlp").iterdir())[0]
+    twin = tmp_path / "elsewhere" / "xor_mlp" / first.name
+    shutil.copytree(first, twin)
+    (twin / "config.yaml").write_text((first / "config.yaml").read_text().replace("lr: 0.5", "lr: 0.1"))
+    capsys.readouterr()
+    assert main(["report", str(xor_runs), str(twin), "--json", "--reps", "100"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [(group["label"], len(group["runs"])) for group in groups] == [
+        ("xor_mlp (optim.lr=0.5)", 2), ("xor_mlp (optim.lr=0.1)", 1)]
+    earlier = tmp_path / "earlier"
+    assert main(["report", str(xor_runs), "--out", str(earlier), "--no-figure", "--reps", "100"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(earlier / "report.json"), str(twin), "--json", "--reps", "100"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert sorted((group["label"], len(group["runs"])) for group in groups) == [
+        ("xor_mlp (optim.lr=0.1)", 1), ("xor_mlp (optim.lr=0.5)", 2)]
+
+
 def test_runs_not_trained_to_their_end_are_named_on_stderr(xor_runs: Path, tmp_path: Path, capsys) -> None:
     """A run without summary.json is left out and one with only `rlgen eval`'s figures is counted; both are named."""
     shutil.copytree(xor_runs, tmp_path / "runs")
