@@ -127,11 +127,10 @@ def read_recorded_runs(path: Path) -> list[RunRecord]:
     return runs
 
 
-def _settings(run: RunRecord) -> str:
-    """The run's config values that make its experiment, as JSON text so a config read back from a report compares
-    equal to the same config read from its folder."""
-    return json.dumps({key: value for key, value in (run.config or {}).items() if not _ignored(key)},
-                      sort_keys=True, default=str)
+def _settings(run: RunRecord) -> dict[str, Any]:
+    """The run's config values that make its experiment; flattened to scalars, so they survive report.json as they
+    are."""
+    return {key: value for key, value in (run.config or {}).items() if not _ignored(key)}
 
 
 def _same_run(recorded: RunRecord, seen: RunRecord) -> bool:
